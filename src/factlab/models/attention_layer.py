@@ -1,0 +1,245 @@
+"""A stack of single-layer, attention-only transformers (Wong 2025, sec. 3).
+
+Each layer has no layer norm, biases or positional encodings and separate query-key and
+value-output head sizes. For a sequence with one-hot rows X its logits are (eq. 2)
+
+    Z(x) = X W_EU + Σ_h Δ(X W_QK^h X^T) X W_VO^h,
+
+with Δ the causally masked row softmax (eq. 3), computed here from the weights:
+``W_E (|T|, d_model)``, ``W_U (d_model, |T|)`` and per head ``W_Q (d_model, d_head_qk)``,
+``W_K (d_head_qk, d_model)``, ``W_V (d_model, d_head_vo)``, ``W_O (d_head_vo, d_model)``.
+Attention scores are *not* scaled by 1/sqrt(d_head): eq. (2) has no such factor.
+
+One implementation, batched: every weight carries a leading model axis M. The M layers
+may differ in every size; each weight is zero-padded to the largest size and multiplied
+by a fixed 0/1 mask in the forward pass, so a padded entry is zero, receives zero
+gradient and stays zero under Adam: padding is inert (``tests/models`` compares each
+padded model with the same model alone). Logits of tokens beyond a model's own
+vocabulary are ``-inf``, so softmax gives them probability 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from factlab.errors import ConfigError
+
+WEIGHT_NAMES = ("W_E", "W_U", "W_Q", "W_K", "W_V", "W_O")
+
+
+@dataclass(frozen=True)
+class AttentionLayerConfig:
+    """Sizes of one attention layer (Wong 2025, sec. 3).
+
+    The paper requires ``d_head_qk, d_head_vo <= d_model``; it also writes
+    ``d_model <= |T|``, which we do not enforce (a tiny database may have fewer tokens
+    than the model has dimensions, and the paper pairs layers with databases at random).
+    """
+
+    n_tokens: int  # |T|, the vocabulary size
+    d_model: int
+    n_heads: int = 1
+    d_head_qk: int = 1  # query-key head size
+    d_head_vo: int = 1  # value-output head size
+
+    def __post_init__(self):
+        for field in ("n_tokens", "d_model", "n_heads", "d_head_qk", "d_head_vo"):
+            value = getattr(self, field)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+        if self.d_head_qk > self.d_model or self.d_head_vo > self.d_model:
+            raise ConfigError(
+                f"head sizes must not exceed d_model: d_head_qk={self.d_head_qk}, "
+                f"d_head_vo={self.d_head_vo}, d_model={self.d_model}"
+            )
+
+    @property
+    def non_embedding_params(self) -> int:
+        """``2 · n_heads · d_model · (d_head_vo + d_head_qk)`` (Wong 2025, sec. 4)."""
+        return 2 * self.n_heads * self.d_model * (self.d_head_vo + self.d_head_qk)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The unpadded shape of each weight."""
+        T, d, H, a, b = self.n_tokens, self.d_model, self.n_heads, self.d_head_qk, self.d_head_vo
+        return {"W_E": (T, d), "W_U": (d, T), "W_Q": (H, d, a), "W_K": (H, a, d),
+                "W_V": (H, d, b), "W_O": (H, b, d)}
+
+
+def init_weights(config: AttentionLayerConfig, generator: torch.Generator,
+                 dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Random weights of one layer, at its own sizes.
+
+    The paper leaves the initialisation open. Ours: ``W_E`` has N(0, 1) entries, so an
+    embedded token has norm about sqrt(d_model); every other weight is N(0, 1/fan_in) with
+    fan_in its input size (d_model for W_Q, W_K, W_V, W_U; d_head_vo for W_O), so that
+    logits at initialisation are O(1) whatever the sizes.
+    """
+    c = config
+    fan_in = {"W_E": 1, "W_U": c.d_model, "W_Q": c.d_model, "W_K": c.d_model,
+              "W_V": c.d_model, "W_O": c.d_head_vo}
+    return {
+        name: torch.randn(shape, generator=generator, dtype=torch.float64).div_(fan_in[name] ** 0.5).to(dtype)
+        for name, shape in c.shapes().items()
+    }
+
+
+class AttentionStack:
+    """M attention layers of possibly different sizes, padded and masked into one set of tensors.
+
+    ``weights`` maps each name of :data:`WEIGHT_NAMES` to a tensor with a leading model
+    axis: ``W_E (M, T, D)``, ``W_U (M, D, T)``, ``W_Q (M, H, D, A)``, ``W_K (M, H, A, D)``,
+    ``W_V (M, H, D, B)``, ``W_O (M, H, B, D)`` where T, D, H, A, B are the largest
+    vocabulary, d_model, n_heads, d_head_qk and d_head_vo of the stack. ``masks`` has the
+    same shapes with 1 where a model has the entry and 0 in its padding.
+    """
+
+    def __init__(self, configs: Sequence[AttentionLayerConfig], weights: dict[str, torch.Tensor]):
+        self.configs = tuple(configs)
+        if not self.configs:
+            raise ConfigError("a stack needs at least one layer")
+        self.masks = _masks(self.configs, dtype=weights["W_E"].dtype, device=weights["W_E"].device)
+        missing = set(WEIGHT_NAMES) - set(weights)
+        if missing:
+            raise ConfigError(f"missing weights {sorted(missing)}")
+        for name in WEIGHT_NAMES:
+            if weights[name].shape != self.masks[name].shape:
+                raise ConfigError(f"{name} has shape {tuple(weights[name].shape)}, "
+                                  f"expected {tuple(self.masks[name].shape)} for these configs")
+        self.weights = {name: weights[name] * self.masks[name] for name in WEIGHT_NAMES}
+        self.token_mask = _token_mask(self.configs, weights["W_E"].device)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def init(cls, configs: Sequence[AttentionLayerConfig], *, seed: int = 0,
+             dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "AttentionStack":
+        """A stack of freshly initialised layers (see :func:`init_weights`).
+
+        Model i is drawn from its own generator seeded with ``(seed, i)``, at its own sizes,
+        then padded: the same seed gives the same stack, and a model's weights do not depend
+        on the other models in the stack.
+        """
+        configs = tuple(configs)
+        per_model = []
+        for i, c in enumerate(configs):
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
+            per_model.append(init_weights(c, g, dtype))
+        return cls.from_weights(configs, per_model, device=device)
+
+    @classmethod
+    def from_weights(cls, configs: Sequence[AttentionLayerConfig], per_model: Sequence[dict[str, torch.Tensor]],
+                     *, device: str | torch.device = "cpu") -> "AttentionStack":
+        """A stack from each model's own unpadded weights (shapes of ``config.shapes()``)."""
+        configs = tuple(configs)
+        if len(per_model) != len(configs):
+            raise ConfigError(f"{len(per_model)} weight sets for {len(configs)} configs")
+        dtype = per_model[0]["W_E"].dtype
+        shapes = _padded_shapes(configs)
+        weights = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in shapes.items()}
+        for i, (c, w) in enumerate(zip(configs, per_model)):
+            for name, shape in c.shapes().items():
+                if tuple(w[name].shape) != shape:
+                    raise ConfigError(f"model {i}: {name} has shape {tuple(w[name].shape)}, expected {shape}")
+                weights[name][(i,) + tuple(slice(0, s) for s in shape)] = w[name].to(device=device, dtype=dtype)
+        return cls(configs, weights)
+
+    def model_weights(self, i: int) -> dict[str, torch.Tensor]:
+        """Model i's weights at its own sizes (the padding cut away)."""
+        return {name: self.weights[name][(i,) + tuple(slice(0, s) for s in shape)]
+                for name, shape in self.configs[i].shapes().items()}
+
+    def select(self, index: Sequence[int] | torch.Tensor) -> "AttentionStack":
+        """The sub-stack of the models at ``index``, re-padded to their own largest sizes."""
+        idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+        return AttentionStack.from_weights([self.configs[i] for i in idx],
+                                           [self.model_weights(i) for i in idx], device=self.device)
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    @property
+    def n_models(self) -> int:
+        return len(self.configs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.weights["W_E"].device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.weights["W_E"].dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "AttentionStack":
+        """A copy on another device or in another dtype."""
+        return AttentionStack(self.configs, {n: w.to(device=device, dtype=dtype) for n, w in self.weights.items()})
+
+    # ------------------------------------------------------------------ forward
+    def logits(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Z(x) of eq. (2) at every position: ``(M, N, n, T)`` for tokens ``(M, N, n)``.
+
+        ``tokens`` of shape ``(N, n)`` feeds the same sequences to every model. ``weights``
+        (same shapes as :attr:`weights`) replaces the stored ones, e.g. by tensors being
+        trained; they are masked here, so padding stays inert under any update.
+        """
+        w = self.weights if weights is None else {n: weights[n] * self.masks[n] for n in WEIGHT_NAMES}
+        if tokens.dim() == 2:
+            tokens = tokens.expand(self.n_models, *tokens.shape)
+        return attention_logits(w, self.token_mask, tokens.to(self.device))
+
+    def circuits(self) -> dict[str, torch.Tensor]:
+        """The circuits of each layer (Wong 2025, sec. 3), padded to T:
+
+        ``W_EU = W_E W_U`` ``(M, T, T)``; ``W_QK^h = W_E W_Q^h W_K^h W_E^T`` and
+        ``W_VO^h = W_E W_V^h W_O^h W_U``, each ``(M, H, T, T)`` (zero for padded heads).
+        """
+        W = self.weights
+        E = W["W_E"][:, None]  # (M, 1, T, D)
+        return {
+            "W_EU": W["W_E"] @ W["W_U"],                                            # (M, T, T)
+            "W_QK": E @ W["W_Q"] @ W["W_K"] @ E.transpose(-1, -2),                   # (M, H, T, T)
+            "W_VO": E @ W["W_V"] @ W["W_O"] @ W["W_U"][:, None],                     # (M, H, T, T)
+        }
+
+
+def attention_logits(W: dict[str, torch.Tensor], token_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) from masked weights: logits ``(M, N, n, T)`` for tokens ``(M, N, n)``."""
+    M, N, n = tokens.shape
+    x = W["W_E"][torch.arange(M, device=tokens.device)[:, None, None], tokens]  # (M, N, n, D)
+    q = torch.einsum("mnsd,mhda->mhnsa", x, W["W_Q"])                         # (M, H, N, n, A)
+    k = torch.einsum("mnsd,mhad->mhnsa", x, W["W_K"])                         # (M, H, N, n, A)
+    v = torch.einsum("mnsd,mhdb->mhnsb", x, W["W_V"])                         # (M, H, N, n, B)
+    scores = q @ k.transpose(-1, -2)                                          # (M, H, N, n, n)
+    causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+    pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)          # Δ, eq. (3)
+    heads = torch.einsum("mhnst,mhntb,mhbd->mnsd", pattern, v, W["W_O"])     # (M, N, n, D)
+    logits = (x + heads) @ W["W_U"][:, None]                                  # (M, N, n, T)
+    return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+
+
+def _padded_shapes(configs: Sequence[AttentionLayerConfig]) -> dict[str, tuple[int, ...]]:
+    M = len(configs)
+    T = max(c.n_tokens for c in configs)
+    D = max(c.d_model for c in configs)
+    H = max(c.n_heads for c in configs)
+    A = max(c.d_head_qk for c in configs)
+    B = max(c.d_head_vo for c in configs)
+    return {"W_E": (M, T, D), "W_U": (M, D, T), "W_Q": (M, H, D, A), "W_K": (M, H, A, D),
+            "W_V": (M, H, D, B), "W_O": (M, H, B, D)}
+
+
+def _masks(configs, dtype, device) -> dict[str, torch.Tensor]:
+    masks = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in _padded_shapes(configs).items()}
+    for i, c in enumerate(configs):
+        for name, shape in c.shapes().items():
+            masks[name][(i,) + tuple(slice(0, s) for s in shape)] = 1
+    return masks
+
+
+def _token_mask(configs, device) -> torch.Tensor:
+    T = max(c.n_tokens for c in configs)
+    sizes = torch.tensor([c.n_tokens for c in configs], device=device)
+    return torch.arange(T, device=device)[None, :] < sizes[:, None]  # (M, T)
