@@ -157,6 +157,26 @@ class AttentionStack:
         return AttentionStack.from_weights([self.configs[i] for i in idx],
                                            [self.model_weights(i) for i in idx], device=self.device)
 
+    def take(self, index: torch.Tensor) -> "AttentionStack":
+        """The models at ``index`` keeping this stack's padded shapes (cheap; no re-padding).
+
+        Used by the training engine to drop finished models; :meth:`select` re-pads.
+        """
+        index = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        out = AttentionStack.__new__(AttentionStack)
+        out.configs = tuple(self.configs[i] for i in index.tolist())
+        out.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
+        out.weights = {n: w.index_select(0, index) for n, w in self.weights.items()}
+        out.token_mask = self.token_mask.index_select(0, index)
+        return out
+
+    def with_weights(self, weights: dict[str, torch.Tensor]) -> "AttentionStack":
+        """The same layers with other weights of the same padded shapes (masked on the way in)."""
+        out = AttentionStack.__new__(AttentionStack)
+        out.configs, out.masks, out.token_mask = self.configs, self.masks, self.token_mask
+        out.weights = {n: weights[n].detach() * self.masks[n] for n in WEIGHT_NAMES}
+        return out
+
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
         return len(self.configs)
@@ -175,7 +195,12 @@ class AttentionStack:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "AttentionStack":
         """A copy on another device or in another dtype."""
-        return AttentionStack(self.configs, {n: w.to(device=device, dtype=dtype) for n, w in self.weights.items()})
+        out = AttentionStack.__new__(AttentionStack)
+        out.configs = self.configs
+        out.masks = {n: m.to(device=device, dtype=dtype) for n, m in self.masks.items()}
+        out.weights = {n: w.to(device=device, dtype=dtype) for n, w in self.weights.items()}
+        out.token_mask = self.token_mask.to(device=device)
+        return out
 
     # ------------------------------------------------------------------ forward
     def logits(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -185,10 +210,23 @@ class AttentionStack:
         (same shapes as :attr:`weights`) replaces the stored ones, e.g. by tensors being
         trained; they are masked here, so padding stays inert under any update.
         """
-        w = self.weights if weights is None else {n: weights[n] * self.masks[n] for n in WEIGHT_NAMES}
+        w = self._masked(weights)
         if tokens.dim() == 2:
             tokens = tokens.expand(self.n_models, *tokens.shape)
         return attention_logits(w, self.token_mask, tokens.to(self.device))
+
+    def residual(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(resid (M, N, n, D), W_U (M, D, T))``: the logits of :meth:`logits` are
+        ``resid @ W_U`` with tokens beyond each vocabulary (:attr:`token_mask`) set to -inf.
+        The training engine takes this split to fuse the unembedding with the loss."""
+        w = self._masked(weights)
+        if tokens.dim() == 2:
+            tokens = tokens.expand(self.n_models, *tokens.shape)
+        return attention_residual(w, tokens.to(self.device)), w["W_U"]
+
+    def _masked(self, weights):
+        return self.weights if weights is None else {n: weights[n] * self.masks[n] for n in WEIGHT_NAMES}
 
     def circuits(self) -> dict[str, torch.Tensor]:
         """The circuits of each layer (Wong 2025, sec. 3), padded to T:
@@ -208,16 +246,33 @@ class AttentionStack:
 def attention_logits(W: dict[str, torch.Tensor], token_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """Eq. (2) from masked weights: logits ``(M, N, n, T)`` for tokens ``(M, N, n)``."""
     M, N, n = tokens.shape
-    x = W["W_E"][torch.arange(M, device=tokens.device)[:, None, None], tokens]  # (M, N, n, D)
-    q = torch.einsum("mnsd,mhda->mhnsa", x, W["W_Q"])                         # (M, H, N, n, A)
-    k = torch.einsum("mnsd,mhad->mhnsa", x, W["W_K"])                         # (M, H, N, n, A)
-    v = torch.einsum("mnsd,mhdb->mhnsb", x, W["W_V"])                         # (M, H, N, n, B)
-    scores = q @ k.transpose(-1, -2)                                          # (M, H, N, n, n)
-    causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
-    pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)          # Δ, eq. (3)
-    heads = torch.einsum("mhnst,mhntb,mhbd->mnsd", pattern, v, W["W_O"])     # (M, N, n, D)
-    logits = (x + heads) @ W["W_U"][:, None]                                  # (M, N, n, T)
+    resid = attention_residual(W, tokens).reshape(M, N * n, -1)                 # (M, L, D)
+    logits = torch.bmm(resid, W["W_U"]).view(M, N, n, -1)                       # (M, N, n, T)
     return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
+
+
+def attention_residual(W: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
+    """The residual stream before unembedding, ``X W_E + Σ_h Δ(·) X W_E W_V^h W_O^h``:
+    ``(M, N, n, D)`` for tokens ``(M, N, n)``; logits are this times ``W_U``.
+
+    Every product is a batched matmul over the model axis with the heads folded into the
+    inner dimension, so no weight is ever broadcast (copied) along the sequence axis.
+    """
+    M, N, n = tokens.shape
+    H, D, A = W["W_Q"].shape[1:]
+    B = W["W_V"].shape[-1]
+    x = W["W_E"][torch.arange(M, device=tokens.device)[:, None, None], tokens]  # (M, N, n, D)
+    xf = x.reshape(M, N * n, D)                                                 # (M, L, D)
+    q = torch.bmm(xf, W["W_Q"].permute(0, 2, 1, 3).reshape(M, D, H * A)).view(M, N, n, H, A)
+    k = torch.bmm(xf, W["W_K"].permute(0, 3, 1, 2).reshape(M, D, H * A)).view(M, N, n, H, A)
+    v = torch.bmm(xf, W["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * B)).view(M, N, n, H, B)
+    # sequences are short (n <= 3 for facts): broadcast products beat millions of tiny matmuls
+    scores = (q[:, :, :, None] * k[:, :, None]).sum(-1)                         # (M, N, n_s, n_t, H)
+    causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[:, :, None]
+    pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=3)         # Δ, eq. (3)
+    z = (pattern[..., None] * v[:, :, None]).sum(3).reshape(M, N * n, H * B)    # (M, L, H·B)
+    heads = torch.bmm(z, W["W_O"].reshape(M, H * B, D))                         # (M, L, D)
+    return (xf + heads).view(M, N, n, D)
 
 
 def _padded_shapes(configs: Sequence[AttentionLayerConfig]) -> dict[str, tuple[int, ...]]:
@@ -243,3 +298,16 @@ def _token_mask(configs, device) -> torch.Tensor:
     T = max(c.n_tokens for c in configs)
     sizes = torch.tensor([c.n_tokens for c in configs], device=device)
     return torch.arange(T, device=device)[None, :] < sizes[:, None]  # (M, T)
+
+
+def paper_layer_grid(max_d_model: int = 6, max_heads: int = 4) -> list[dict[str, int]]:
+    """The 364 layer sizes of Wong (2025, sec. 4): ``1 <= d_head_vo, d_head_qk <= d_model <= 6``
+    and ``1 <= n_heads <= 4``, as dicts of AttentionLayerConfig fields (without n_tokens,
+    which comes from the database a layer is paired with)."""
+    return [
+        {"d_model": d, "n_heads": h, "d_head_qk": a, "d_head_vo": b}
+        for d in range(1, max_d_model + 1)
+        for h in range(1, max_heads + 1)
+        for a in range(1, d + 1)
+        for b in range(1, d + 1)
+    ]

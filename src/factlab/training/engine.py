@@ -1,0 +1,309 @@
+"""Train a stack of models on a stack of datasets, all at once.
+
+The engine knows nothing of any one model family. A model stack provides ``weights``
+(a dict of tensors with a leading model axis), ``residual(tokens, weights)`` (the residual
+stream and the unembedding), ``token_mask``, ``select``/``take(index)``, ``with_weights``,
+``model_weights(i)`` and ``from_weights`` (see :class:`~factlab.models.attention_layer.AttentionStack`);
+a data stack provides ``epoch(batch_size, generator)`` yielding :class:`~factlab.training.data.Batch`
+objects, ``full_batch()`` and ``take(index)``.
+
+Each model's loss is its own mean next-token cross-entropy; the engine sums them, so every
+model gets exactly its own gradient, and :class:`~factlab.training.adam.StackedAdam` steps
+each model as Adam would alone. Models are trained in chunks (grouped by the sizes that set
+the padding); inside a chunk, a model that memorizes (its ``stop_tau``-accuracy reaches 1),
+plateaus, or whose loss turns NaN or infinite leaves the stack, so the work shrinks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from factlab.errors import ConfigError
+from factlab.training.adam import AdamConfig, StackedAdam
+from factlab.training.loss import unembed_cross_entropy, vocab_bias
+
+DEFAULT_TAUS = (0.5, 0.75, 0.95, 0.99)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train. Defaults follow Wong (2025, sec. 4) where it says: at most 2,000 epochs,
+    accuracy recorded with argmax and tau = 0.5, 0.75, 0.95, 0.99. The rest is our choice."""
+
+    max_epochs: int = 2000
+    adam: AdamConfig = AdamConfig()
+    batch_size: int | None = None      # None: full-batch epochs (our choice; the paper says "epochs")
+    stop_tau: float | None = 0.99      # stop a model once its tau-accuracy at this tau is 1; None: never
+    plateau_patience: int | None = None  # stop after this many epochs without relative loss improvement
+    plateau_tol: float = 1e-4
+    eval_every: int = 10               # epochs between stopping checks (and the minimum curve stride)
+    curve_every: int | None = None     # record loss/accuracy curves every this many epochs
+    taus: tuple[float, ...] = DEFAULT_TAUS
+    chunk_size: int = 1024             # models trained together at most
+    compact_below: float = 0.75        # drop finished models once the active fraction falls below this
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None         # torch intra-op threads; None leaves torch's setting
+    seed: int = 0                      # for minibatch shuffling
+
+    def __post_init__(self):
+        if self.max_epochs < 1:
+            raise ConfigError(f"max_epochs must be >= 1, got {self.max_epochs}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None, got {self.batch_size}")
+        if self.eval_every < 1:
+            raise ConfigError(f"eval_every must be >= 1, got {self.eval_every}")
+        if self.curve_every is not None and self.curve_every % self.eval_every:
+            raise ConfigError(f"curve_every ({self.curve_every}) must be a multiple of eval_every ({self.eval_every})")
+        for tau in self.taus + ((self.stop_tau,) if self.stop_tau is not None else ()):
+            if not 0.5 <= tau <= 1.0:
+                raise ConfigError(f"tau must be in [0.5, 1], got {tau}")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """The outcome for one model. ``status`` is ``memorized`` (stop_tau-accuracy reached 1),
+    ``plateau``, ``max_epochs`` or ``diverged`` (loss NaN/inf; weights frozen as they were)."""
+
+    status: str
+    epochs: int
+    loss: float
+    accuracy: float                     # argmax accuracy on the last token
+    tau_accuracy: dict[float, float]    # softmax >= tau accuracy (eq. 14), softmax over the whole vocabulary
+    curve: dict[str, list] | None = None
+
+
+@dataclass
+class TrainResult:
+    results: list[ModelResult]
+    model: object                        # the trained stack, models in the input order
+    config: TrainConfig
+    seconds: float
+    model_epochs: int                    # epochs run, summed over models
+
+    def to_frame(self):
+        import pandas as pd
+
+        rows = []
+        for i, r in enumerate(self.results):
+            row = {"model": i, "status": r.status, "epochs": r.epochs, "loss": r.loss, "accuracy": r.accuracy}
+            row.update({f"acc_tau_{tau:g}": a for tau, a in r.tau_accuracy.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+def last_token_metrics(nll: torch.Tensor, argmax: torch.Tensor, batch, taus: Sequence[float]
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy on the last position of each evaluated sequence, per model.
+
+    ``nll``/``argmax`` ``(M, B, n)`` are the next-token negative log-likelihoods and argmax
+    predictions. Returns ``(argmax_acc (M,), tau_acc (M, len(taus)))``: argmax accuracy and
+    the softmax >= tau accuracy of eq. (14), softmax over the model's whole vocabulary.
+    """
+    target = batch.targets[:, :, -1]                             # (M, B)
+    ev = batch.evaluated.to(nll.dtype)                           # (M, B)
+    n = ev.sum(1).clamp(min=1)
+    hit = (argmax[:, :, -1] == target).to(nll.dtype)
+    p = torch.exp(-nll[:, :, -1])                                # softmax probability of the target
+    tau = torch.tensor(list(taus), dtype=nll.dtype, device=nll.device)
+    tau_hit = (p[..., None] >= tau).to(nll.dtype)                # (M, B, n_tau)
+    return (hit * ev).sum(1) / n, (tau_hit * ev[..., None]).sum(1) / n[:, None]
+
+
+def forward_loss(model, weights, batch, bias, metrics: bool = True):
+    """Per-model loss ``(M,)`` with gradient, and ``nll``, ``argmax`` ``(M, B, n)`` for metrics
+    (``argmax`` is computed only when ``metrics`` is true)."""
+    resid, W_U = model.residual(batch.inputs, weights)           # (M, B, n, D), (M, D, T)
+    M, B, n, D = resid.shape
+    loss, nll, argmax = unembed_cross_entropy(
+        resid.reshape(M, B * n, D), W_U, bias,
+        batch.targets.reshape(M, B * n), batch.weight.reshape(M, B * n).to(resid.dtype), metrics)
+    return loss, nll.view(M, B, n), (argmax.view(M, B, n) if metrics else None)
+
+
+def train(model, data, config: TrainConfig = TrainConfig(), *,
+          progress: Callable[[int], None] | None = None) -> TrainResult:
+    """Train every model of ``model`` on its own dataset of ``data``; returns per-model results.
+
+    Models are cut into chunks of similar padded size (:func:`plan_chunks`), each trained
+    to the end before the next; ``progress(n)`` is called with the number of models done.
+    """
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    dtype = getattr(torch, config.dtype)
+    M = model.n_models
+    if data.n_models != M:
+        raise ConfigError(f"{M} models but {data.n_models} datasets")
+    start = time.perf_counter()
+    sizes = data.sizes().tolist()
+    vocab = [c.n_tokens for c in model.configs]
+    results: list[ModelResult | None] = [None] * M
+    per_model: list[dict | None] = [None] * M
+    model_epochs = 0
+    done = 0
+    for chunk_no, idx in enumerate(plan_chunks(sizes, vocab, config.chunk_size)):
+        sub_model = model.select(idx).to(config.device, dtype)  # re-padded to the chunk's own sizes
+        sub_data = data.take(torch.tensor(idx, dtype=torch.long, device=data.sequences.device)).to(config.device)
+        chunk_results, weights, epochs = _train_chunk(sub_model, sub_data, config, seed=config.seed + chunk_no)
+        model_epochs += epochs
+        trained_chunk = sub_model.with_weights(weights).to("cpu")
+        for j, i in enumerate(idx):
+            results[i] = chunk_results[j]
+            per_model[i] = trained_chunk.model_weights(j)
+        done += len(idx)
+        if progress is not None:
+            progress(done)
+    trained = type(model).from_weights(model.configs, per_model)
+    return TrainResult(results, trained, config, time.perf_counter() - start, model_epochs)
+
+
+# Cost model of one training step of a chunk, fitted on 2 CPU cores: a fixed overhead
+# (kernel launches, Python) plus a cost per padded logit (sequence position x vocabulary).
+STEP_OVERHEAD_S = 4e-3
+PER_LOGIT_S = 1.5e-8
+
+
+def plan_chunks(sizes: Sequence[int], vocab: Sequence[int], max_chunk: int) -> list[list[int]]:
+    """Cut models into chunks that train together, trading padding against per-step overhead.
+
+    Models are sorted by (dataset size, vocabulary size); a cut is placed wherever the
+    modelled step time ``STEP_OVERHEAD_S + PER_LOGIT_S · M_c · N_max · T_max`` of the two
+    halves beats that of the whole (dynamic programming over the sorted order, chunks of at
+    most ``max_chunk`` models).
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], vocab[i]))
+    n = len(order)
+    N = np.array([max(sizes[i], 1) for i in order], dtype=np.float64)
+    T = np.array([vocab[i] for i in order], dtype=np.float64)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):
+        lo = max(0, end - max_chunk)
+        starts = np.arange(lo, end)
+        # chunk [s, end): N is sorted so N_max = N[end-1]; T_max = running max from the right
+        t_max = np.maximum.accumulate(T[lo:end][::-1])[::-1]
+        cost = best[starts] + STEP_OVERHEAD_S + PER_LOGIT_S * (end - starts) * N[end - 1] * t_max
+        k = int(np.argmin(cost))
+        best[end], cut[end] = cost[k], starts[k]
+    chunks = []
+    end = n
+    while end > 0:
+        chunks.append(order[cut[end]:end])
+        end = cut[end]
+    return chunks[::-1]
+
+
+def _train_chunk(model, data, cfg: TrainConfig, seed: int):
+    """Train one chunk; returns (results in chunk order, final weights, model-epochs run)."""
+    M = model.n_models
+    device = model.weights["W_E"].device
+    gen = torch.Generator().manual_seed(seed)
+    W = {n: w.detach().clone().requires_grad_(True) for n, w in model.weights.items()}
+    adam = StackedAdam(W, cfg.adam)
+    bias = vocab_bias(model.token_mask, model.weights["W_E"].dtype)  # (M, 1, T)
+    ids = torch.arange(M, device=device)          # chunk positions of the rows still in the stack
+    active = torch.ones(M, dtype=torch.bool, device=device)
+    out_weights = {n: w.detach().clone() for n, w in W.items()}
+    results: list[ModelResult | None] = [None] * M
+    best = torch.full((M,), math.inf, dtype=torch.float64, device=device)
+    since_best = torch.zeros(M, dtype=torch.long, device=device)
+    curves = {i: {"epoch": [], "loss": [], "accuracy": [], **{f"tau_{t:g}": [] for t in cfg.taus}}
+              for i in range(M)} if cfg.curve_every else None
+    stop_j = cfg.taus.index(cfg.stop_tau) if cfg.stop_tau in cfg.taus else None
+    model_epochs = 0
+    full_batch = cfg.batch_size is None or cfg.batch_size >= data.sequences.shape[1]
+
+    def retire(rows: torch.Tensor, status: str, epoch: int, loss, acc, tau_acc):
+        for r in rows.tolist():
+            i = int(ids[r])
+            results[i] = ModelResult(
+                status=status, epochs=epoch, loss=float(loss[r]), accuracy=float(acc[r]),
+                tau_accuracy={t: float(tau_acc[r, j]) for j, t in enumerate(cfg.taus)},
+                curve=curves[i] if curves else None)
+            for n in out_weights:
+                out_weights[n][i] = W[n][r].detach()
+
+    for epoch in range(cfg.max_epochs + 1):
+        last = epoch == cfg.max_epochs
+        check = epoch % cfg.eval_every == 0 or last
+        batches = [data.full_batch()] if full_batch else data.epoch(cfg.batch_size, gen)
+        for b_i, batch in enumerate(batches):
+            if full_batch:
+                with torch.set_grad_enabled(not last):
+                    loss, nll, argmax = forward_loss(model, W, batch, bias, metrics=check)
+            if check and b_i == 0:
+                # every decision is taken on the weights as they are before this epoch's updates
+                if not full_batch:
+                    with torch.no_grad():
+                        ev = data.full_batch()
+                        eval_loss, nll_e, argmax_e = forward_loss(model, W, ev, bias)
+                        acc, tau_acc = last_token_metrics(nll_e, argmax_e, ev, cfg.taus)
+                else:
+                    eval_loss = loss.detach()
+                    acc, tau_acc = last_token_metrics(nll, argmax, batch, cfg.taus)
+                stop = ~torch.isfinite(eval_loss) & active
+                retire(torch.nonzero(stop).flatten(), "diverged", epoch, eval_loss, acc, tau_acc)
+                if curves is not None and epoch % cfg.curve_every == 0:
+                    _record(curves, ids, active & ~stop, epoch, eval_loss, acc, tau_acc, cfg.taus)
+                if cfg.stop_tau is not None:
+                    reached = tau_acc[:, stop_j] >= 1.0 if stop_j is not None else _tau_reached(model, W, data, cfg.stop_tau, bias)
+                    now = active & ~stop & reached
+                    retire(torch.nonzero(now).flatten(), "memorized", epoch, eval_loss, acc, tau_acc)
+                    stop |= now
+                if cfg.plateau_patience is not None:
+                    improved = eval_loss.double() < best * (1 - cfg.plateau_tol)
+                    best = torch.where(improved, eval_loss.double(), best)
+                    since_best = torch.where(improved, 0, since_best + cfg.eval_every)
+                    now = active & ~stop & (since_best >= cfg.plateau_patience)
+                    retire(torch.nonzero(now).flatten(), "plateau", epoch, eval_loss, acc, tau_acc)
+                    stop |= now
+                active &= ~stop
+                if last:
+                    retire(torch.nonzero(active).flatten(), "max_epochs", epoch, eval_loss, acc, tau_acc)
+                    active[:] = False
+            if not active.any():
+                break
+            if not full_batch:
+                loss, _, _ = forward_loss(model, W, batch, bias, metrics=False)
+            finite = torch.isfinite(loss.detach())
+            grads = torch.autograd.grad(loss.where(finite, 0).sum(), list(W.values()))
+            adam.step(W, dict(zip(W.keys(), grads)), active & finite & batch.has_data)
+        if not active.any():
+            break
+        model_epochs += int(active.sum())
+        if check and active.float().mean() < cfg.compact_below:
+            keep = torch.nonzero(active).flatten()
+            model, data, adam = model.take(keep), data.take(keep), adam.take(keep)
+            W = {n: w.detach().index_select(0, keep).requires_grad_(True) for n, w in W.items()}
+            ids, active, bias = ids[keep], active[keep], bias[keep]
+            best, since_best = best[keep], since_best[keep]
+    return results, out_weights, model_epochs
+
+
+def _record(curves, ids, rows, epoch, loss, acc, tau_acc, taus):
+    for r in torch.nonzero(rows).flatten().tolist():
+        cv = curves[int(ids[r])]
+        cv["epoch"].append(epoch)
+        cv["loss"].append(float(loss[r]))
+        cv["accuracy"].append(float(acc[r]))
+        for j, t in enumerate(taus):
+            cv[f"tau_{t:g}"].append(float(tau_acc[r, j]))
+
+
+def _tau_reached(model, W, data, tau: float, bias) -> torch.Tensor:
+    batch = data.full_batch()
+    with torch.no_grad():
+        _, nll, argmax = forward_loss(model, W, batch, bias)
+        _, tau_acc = last_token_metrics(nll, argmax, batch, (tau,))
+    return tau_acc[:, 0] >= 1.0

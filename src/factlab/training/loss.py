@@ -1,0 +1,81 @@
+"""Unembedding fused with next-token cross-entropy, per model.
+
+The logits of a stack, ``(M, L, T)``, are by far its largest tensor; the stock path
+(matmul, mask, log_softmax, gather and their backwards) reads and writes it a dozen times.
+:class:`UnembedCrossEntropy` computes the loss from the residual stream and ``W_U``
+in one pass over the logits buffer: the forward pass turns it in place into
+``weight · (softmax - onehot)``, the gradient with respect to the logits, and the backward
+pass only multiplies it into the two matmul gradients. The test suite
+checks values and gradients against ``torch.nn.functional.cross_entropy``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Added to the logits of tokens beyond a model's vocabulary: exp() of it is exactly 0 in
+# float32 and float64, and unlike -inf it cannot make 0 * inf = NaN inside a matmul.
+_OUTSIDE = -1e30
+#: Log-probabilities are floored here before exp (see :func:`_exp_floored`).
+LOG_FLOOR = {torch.float32: -80.0, torch.float64: -700.0, torch.float16: -15.0, torch.bfloat16: -80.0}
+
+
+def vocab_bias(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``(M, 1, T)``: 0 on each model's own tokens, a huge negative number beyond them."""
+    bias = torch.zeros(token_mask.shape, dtype=dtype, device=token_mask.device)
+    return bias.masked_fill(~token_mask, _OUTSIDE)[:, None, :]
+
+
+class UnembedCrossEntropy(torch.autograd.Function):
+    """``loss[m] = Σ_l weight[m, l] · CE(resid[m, l] @ W_U[m] + bias[m], target[m, l])``.
+
+    Inputs: ``resid (M, L, D)``, ``W_U (M, D, T)``, ``bias (M, 1, T)`` (from
+    :func:`vocab_bias`), ``target (M, L)`` token ids, ``weight (M, L)``. Returns
+    ``(loss (M,), nll (M, L), argmax (M, L))``; only ``loss`` carries gradient, the other
+    two serve the accuracy metrics (``want_argmax=False`` skips the argmax, returning an
+    empty tensor in its place).
+    """
+
+    @staticmethod
+    def forward(ctx, resid, W_U, bias, target, weight, want_argmax=True):
+        logits = torch.baddbmm(bias, resid, W_U)                    # (M, L, T)
+        picked = logits.gather(-1, target[..., None]).squeeze(-1)   # (M, L)
+        argmax = logits.argmax(dim=-1) if want_argmax else target.new_empty(0)  # (M, L)
+        top = logits.amax(dim=-1, keepdim=True)                     # (M, L, 1)
+        probs = _exp_floored(logits.sub_(top))                      # (M, L, T) unnormalised, in place
+        total = probs.sum(dim=-1)                                   # (M, L)
+        lse = top.squeeze(-1) + total.log()
+        nll = lse - picked
+        scale = torch.where(weight > 0, weight, 0)                  # (M, L)
+        loss = (nll.where(weight > 0, 0) * scale).sum(dim=1)        # (M,)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            # d loss / d logits = weight · (softmax - onehot), formed now while the
+            # exponentials are at hand; backward only scales it by each model's grad_loss
+            probs.mul_((scale / total)[..., None])
+            probs.scatter_add_(-1, target[..., None], -scale[..., None])
+            ctx.save_for_backward(resid, W_U, probs)
+        ctx.mark_non_differentiable(nll, argmax)
+        return loss, nll, argmax
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_nll, _grad_argmax):
+        resid, W_U, g = ctx.saved_tensors                           # g: (M, L, T)
+        per_model = grad_loss[:, None, None]                        # (M, 1, 1)
+        grad_resid = torch.bmm(g, W_U.transpose(1, 2)) * per_model if ctx.needs_input_grad[0] else None  # (M, L, D)
+        grad_W_U = torch.bmm(resid.transpose(1, 2), g) * per_model if ctx.needs_input_grad[1] else None  # (M, D, T)
+        return grad_resid, grad_W_U, None, None, None, None
+
+
+def _exp_floored(x: torch.Tensor) -> torch.Tensor:
+    """``exp`` in place of log-probabilities floored at :data:`LOG_FLOOR` for their dtype.
+
+    torch's vectorised exp falls to a scalar path, 10-40x slower, for arguments whose
+    result underflows; flooring first keeps it fast. A probability below e^floor (e^-80
+    in float32) is taken as e^floor, which moves a loss by less than |T|·e^floor.
+    """
+    return x.clamp_(min=LOG_FLOOR[x.dtype]).exp_()
+
+
+def unembed_cross_entropy(resid, W_U, bias, target, weight, want_argmax: bool = True):
+    """Functional form of :class:`UnembedCrossEntropy`."""
+    return UnembedCrossEntropy.apply(resid, W_U, bias, target, weight, want_argmax)
