@@ -3,7 +3,18 @@
 The public API is re-exported here; see the README for a tour.
 """
 
-from factlab.databases import Conflict, Database, PolicyReport, merge
+from factlab.databases import (
+    Conflict,
+    Database,
+    PolicyReport,
+    from_table,
+    from_triples,
+    merge,
+    read,
+    read_csv,
+    read_rdf,
+    read_sqlite,
+)
 from factlab.errors import ConfigError, ConflictError, FactlabError, SourceError
 from factlab.tensors import database_tensor, proposition_2_1
 
@@ -19,6 +30,12 @@ __all__ = [
     "SourceError",
     "__version__",
     "database_tensor",
+    "from_table",
+    "from_triples",
     "merge",
     "proposition_2_1",
+    "read",
+    "read_csv",
+    "read_rdf",
+    "read_sqlite",
 ]

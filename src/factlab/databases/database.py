@@ -142,7 +142,11 @@ class Database:
         conflicts: ConflictPolicy = "error",
         name: str | None = None,
     ) -> "Database":
-        """Build a database from an ``(n, 3)`` array of token ids over ``tokens``."""
+        """Build a database from an ``(n, 3)`` array of token ids over ``tokens``.
+
+        The token order is kept, and tokens that occur in no fact are dropped (use
+        :meth:`select` for a sub-database over an unchanged vocabulary).
+        """
         if conflicts not in CONFLICT_POLICIES:
             raise ValueError(f"conflicts must be one of {CONFLICT_POLICIES}, got {conflicts!r}")
         ids = np.asarray(facts, dtype=np.int64).reshape(-1, 3)
