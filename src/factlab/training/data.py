@@ -109,5 +109,5 @@ class FactSequences:
     def _batch(seq: torch.Tensor, valid: torch.Tensor) -> Batch:
         inputs, targets = seq[..., :-1], seq[..., 1:]                       # (M, B, 2)
         per_model = (valid.sum(dim=1, keepdim=True) * inputs.shape[-1]).clamp(min=1)  # (M, 1)
-        weight = (valid / per_model)[..., None].expand(inputs.shape).to(torch.get_default_dtype())
+        weight = (valid.double() / per_model)[..., None].expand(inputs.shape)  # float64; cast by the engine
         return Batch(inputs, targets, weight.contiguous(), valid)
