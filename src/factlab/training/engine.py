@@ -209,8 +209,9 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
     M = model.n_models
     device = model.weights["W_E"].device
     gen = torch.Generator().manual_seed(seed)
-    W = {n: w.detach().clone().requires_grad_(True) for n, w in model.weights.items()}
-    adam = StackedAdam(W, cfg.adam)
+    params = _FlatParams(model.weights)  # every weight of a model in one row: one Adam update per step
+    W = params.views()
+    adam = StackedAdam({"flat": params.flat}, cfg.adam)
     bias = vocab_bias(model.token_mask, model.weights["W_E"].dtype)  # (M, 1, T)
     ids = torch.arange(M, device=device)          # chunk positions of the rows still in the stack
     active = torch.ones(M, dtype=torch.bool, device=device)
@@ -239,6 +240,7 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
         check = epoch % cfg.eval_every == 0 or last
         batches = [data.full_batch()] if full_batch else data.epoch(cfg.batch_size, gen)
         for b_i, batch in enumerate(batches):
+            W = params.views()
             if full_batch:
                 with torch.set_grad_enabled(not last):
                     loss, nll, argmax = forward_loss(model, W, batch, bias, metrics=check)
@@ -277,18 +279,45 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
             if not full_batch:
                 loss, _, _ = forward_loss(model, W, batch, bias, metrics=False)
             finite = torch.isfinite(loss.detach())
-            grads = torch.autograd.grad(loss.where(finite, 0).sum(), list(W.values()))
-            adam.step(W, dict(zip(W.keys(), grads)), active & finite & batch.has_data)
+            (grad,) = torch.autograd.grad(loss.where(finite, 0).sum(), [params.flat])
+            adam.step({"flat": params.flat}, {"flat": grad}, active & finite & batch.has_data)
         if not active.any():
             break
         model_epochs += int(active.sum())
         if check and active.float().mean() < cfg.compact_below:
             keep = torch.nonzero(active).flatten()
             model, data, adam = model.take(keep), data.take(keep), adam.take(keep)
-            W = {n: w.detach().index_select(0, keep).requires_grad_(True) for n, w in W.items()}
+            params = params.take(keep)
+            W = params.views()
             ids, active, bias = ids[keep], active[keep], bias[keep]
             best, since_best = best[keep], since_best[keep]
     return results, out_weights, model_epochs
+
+
+class _FlatParams:
+    """All weights of a chunk as one leaf tensor ``(M, P)``, with a view per named weight."""
+
+    def __init__(self, weights: dict[str, torch.Tensor], flat: torch.Tensor | None = None):
+        self.shapes = {n: tuple(w.shape[1:]) for n, w in weights.items()}
+        M = next(iter(weights.values())).shape[0]
+        if flat is None:
+            flat = torch.cat([w.detach().reshape(M, -1) for w in weights.values()], dim=1)
+        self.flat = flat.detach().clone().requires_grad_(True)  # (M, P)
+
+    def views(self) -> dict[str, torch.Tensor]:
+        out, start = {}, 0
+        M = self.flat.shape[0]
+        for n, shape in self.shapes.items():
+            size = int(np.prod(shape))
+            out[n] = self.flat[:, start:start + size].view(M, *shape)
+            start += size
+        return out
+
+    def take(self, index: torch.Tensor) -> "_FlatParams":
+        out = _FlatParams.__new__(_FlatParams)
+        out.shapes = self.shapes
+        out.flat = self.flat.detach().index_select(0, index).requires_grad_(True)
+        return out
 
 
 def _record(curves, ids, rows, epoch, loss, acc, tau_acc, taus):
