@@ -44,7 +44,7 @@ def sparse_database_tensor(db: Database, *, dtype: torch.dtype = torch.float64) 
     """D as a coalesced sparse COO tensor, ``(|K|, |Q|, |V|)``."""
     idx = torch.from_numpy(db.tensor_index().T.copy())
     vals = torch.ones(idx.shape[1], dtype=dtype)
-    return torch.sparse_coo_tensor(idx, vals, db.shape).coalesce()
+    return torch.sparse_coo_tensor(idx, vals, db.shape, check_invariants=False).coalesce()
 
 
 def subject_slice(db: Database, subject: str) -> torch.Tensor:
