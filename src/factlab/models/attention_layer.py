@@ -266,11 +266,16 @@ def attention_residual(W: dict[str, torch.Tensor], tokens: torch.Tensor) -> torc
     q = torch.bmm(xf, W["W_Q"].permute(0, 2, 1, 3).reshape(M, D, H * A)).view(M, N, n, H, A)
     k = torch.bmm(xf, W["W_K"].permute(0, 3, 1, 2).reshape(M, D, H * A)).view(M, N, n, H, A)
     v = torch.bmm(xf, W["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * B)).view(M, N, n, H, B)
-    # sequences are short (n <= 3 for facts): broadcast products beat millions of tiny matmuls
-    scores = (q[:, :, :, None] * k[:, :, None]).sum(-1)                         # (M, N, n_s, n_t, H)
-    causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[:, :, None]
-    pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=3)         # Δ, eq. (3)
-    z = (pattern[..., None] * v[:, :, None]).sum(3).reshape(M, N * n, H * B)    # (M, L, H·B)
+    # Sequences are short (n <= 3 for facts): broadcast products beat millions of tiny
+    # matmuls. Row 0 of the causal softmax Δ is always [1], so position 0 reads its own
+    # value and only positions 1..n-1 need scores.
+    z = v                                                                       # (M, N, n, H, B)
+    if n > 1:
+        scores = (q[:, :, 1:, None] * k[:, :, None]).sum(-1)                    # (M, N, n-1, n, H)
+        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[1:, :, None]
+        pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=3)     # Δ, eq. (3)
+        z = torch.cat([v[:, :, :1], (pattern[..., None] * v[:, :, None]).sum(3)], dim=2)
+    z = z.reshape(M, N * n, H * B)                                              # (M, L, H·B)
     heads = torch.bmm(z, W["W_O"].reshape(M, H * B, D))                         # (M, L, D)
     return (xf + heads).view(M, N, n, D)
 
