@@ -2,6 +2,9 @@
 
     factlab rank PATH [--json]            sizes, |D|, Proposition 2.1, the rank interval, effective rank
     factlab layer-bounds --d-model D ...  parameter count, Proposition 3.5 and the lower estimate (9)
+    factlab run SPEC [--resume]           run an experiment spec (TOML) into a result store
+    factlab reproduce wong2025            the paper's experiments: store, figures, claims, report
+    factlab summary STORE                 a summary table of a result store
 
 Every subcommand's ``--help`` says more. Errors in the user's input (a bad file, a bad
 value) print one line naming the file, line or value at fault and exit with status 2.
@@ -110,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--predicates", type=int, required=True, help="|Q|, the number of predicates")
     lb.add_argument("--json", action="store_true", help="print JSON with keys params, prop35, lower_estimate")
     lb.set_defaults(func=_cmd_layer_bounds)
+
+    from factlab.experiments.commands import add_subcommands
+
+    add_subcommands(sub)  # run, reproduce, summary
     return parser
 
 

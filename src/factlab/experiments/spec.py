@@ -1,0 +1,304 @@
+"""Experiment specs: a TOML file parsed into frozen dataclasses (SPEC sec. 6; Wong 2025, sec. 4).
+
+A spec names everything a run's results depend on: the database population, the layer
+grid, how layers and databases are paired, how each pair is trained and the thresholds it
+is scored at, and the seed. Every default is the paper's (548 databases of at most 200
+triples, the 364 layer sizes, 3,947 random pairs, at most 2,000 epochs, argmax and
+τ = 0.5, 0.75, 0.95, 0.99). The ``[runner]`` table says how to run (shard size, threads,
+backend); it does not enter the spec hash, because results do not depend on it.
+
+Example (every key optional)::
+
+    name = "wong2025"
+    seed = 0
+
+    [databases]
+    source = "paper_population"
+    n = 548
+    max_facts = 200
+    seed = 0
+    rank_interval = true      # also compute the rank interval of each database
+    rank_restarts = 0         # 0: CPSearchConfig's default number of restarts
+    rank_max_iter = 0         # 0: CPSearchConfig's default iterations per start
+
+    [layers]
+    grid = "paper"
+    max_d_model = 6
+    max_heads = 4
+
+    [pairing]
+    method = "random"
+    n_pairs = 3947
+
+    [training]
+    max_epochs = 2000
+    lr = 0.01
+    stop_tau = 0.99
+    eval_every = 10
+    dtype = "float32"
+
+    [thresholds]
+    taus = [0.5, 0.75, 0.95, 0.99]
+    memorized = 0.9
+
+    [runner]
+    shard_size = 512
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from factlab.errors import ConfigError
+
+
+def _choice(key: str, value, options) -> None:
+    if value not in options:
+        raise ConfigError(f"{key} must be one of {list(options)}, got {value!r}")
+
+
+def _at_least(key: str, value, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DatabasesSpec:
+    """The database population: :func:`~factlab.databases.generators.paper_population`."""
+
+    source: str = "paper_population"
+    n: int = 548                     # Wong 2025, sec. 4: 548 databases
+    max_facts: int = 200             # "with at most 200 triples"
+    seed: int = 0
+    rank_interval: bool = True       # compute rank intervals (tensors.rank); |D| and Prop. 2.1 always
+    rank_restarts: int = 0           # CP-search restarts for the rank interval; 0: the module's default
+    rank_max_iter: int = 0           # CP-search iterations per start; 0: the module's default
+
+    def __post_init__(self):
+        _choice("databases.source", self.source, ("paper_population",))
+        _at_least("databases.n", self.n, 1)
+        _at_least("databases.max_facts", self.max_facts, 1)
+        _at_least("databases.rank_restarts", self.rank_restarts, 0)
+        _at_least("databases.rank_max_iter", self.rank_max_iter, 0)
+
+
+@dataclass(frozen=True)
+class LayersSpec:
+    """The layer grid: ``1 <= d_head_vo, d_head_qk <= d_model <= max_d_model``,
+    ``1 <= n_heads <= max_heads`` (364 sizes with the paper's 6 and 4)."""
+
+    grid: str = "paper"
+    max_d_model: int = 6
+    max_heads: int = 4
+
+    def __post_init__(self):
+        _choice("layers.grid", self.grid, ("paper",))
+        _at_least("layers.max_d_model", self.max_d_model, 1)
+        _at_least("layers.max_heads", self.max_heads, 1)
+
+
+@dataclass(frozen=True)
+class PairingSpec:
+    """How (layer, database) pairs are drawn: ``random`` draws ``n_pairs`` distinct pairs
+    uniformly (the paper: "3,947 random pairs"); ``all`` takes every pair."""
+
+    method: str = "random"
+    n_pairs: int = 3947
+
+    def __post_init__(self):
+        _choice("pairing.method", self.method, ("random", "all"))
+        _at_least("pairing.n_pairs", self.n_pairs, 1)
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Training of each pair (see :class:`~factlab.training.engine.TrainConfig`). The paper
+    fixes only ``max_epochs`` = 2,000; the optimiser and stopping rule are our choices."""
+
+    max_epochs: int = 2000
+    lr: float = 1e-2                 # Adam learning rate (our choice)
+    stop_tau: float = 0.99           # stop a model once its softmax>=stop_tau accuracy is 1 (our choice)
+    eval_every: int = 10
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        _at_least("training.max_epochs", self.max_epochs, 1)
+        _at_least("training.eval_every", self.eval_every, 1)
+        if not (isinstance(self.lr, float) and self.lr > 0):
+            raise ConfigError(f"training.lr must be a positive number, got {self.lr!r}")
+        if not 0.5 <= self.stop_tau <= 1.0:
+            raise ConfigError(f"training.stop_tau must be in [0.5, 1], got {self.stop_tau!r}")
+        _choice("training.dtype", self.dtype, ("float32", "float64"))
+
+
+@dataclass(frozen=True)
+class ThresholdsSpec:
+    """Thresholds: accuracy is recorded with argmax and with softmax >= τ for each τ
+    (Wong 2025, eq. 14); ``memorized`` is the mean accuracy at which a cell of Figure 3
+    counts as memorized in claims.json (our operational choice)."""
+
+    taus: tuple[float, ...] = (0.5, 0.75, 0.95, 0.99)
+    memorized: float = 0.9
+
+    def __post_init__(self):
+        if not self.taus:
+            raise ConfigError("thresholds.taus must not be empty")
+        for t in self.taus:
+            if not (isinstance(t, float) and 0.5 <= t <= 1.0):
+                raise ConfigError(f"thresholds.taus: each tau must be in [0.5, 1], got {t!r}")
+        if len(set(self.taus)) != len(self.taus):
+            raise ConfigError(f"thresholds.taus has duplicates: {list(self.taus)}")
+        if not 0.0 < self.memorized <= 1.0:
+            raise ConfigError(f"thresholds.memorized must be in (0, 1], got {self.memorized!r}")
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """How to run; not part of the spec hash (results do not depend on it)."""
+
+    shard_size: int = 512            # pairs per shard: the unit of work, commit and resume
+    chunk_size: int = 1024           # models the engine trains together at most
+    threads: int = 0                 # torch threads per worker; 0: leave torch's setting
+    device: str = "cpu"
+
+    def __post_init__(self):
+        _at_least("runner.shard_size", self.shard_size, 1)
+        _at_least("runner.chunk_size", self.chunk_size, 1)
+        _at_least("runner.threads", self.threads, 0)
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """A whole experiment. Defaults reproduce Wong (2025, sec. 4) at the paper's scale."""
+
+    name: str = "wong2025"
+    seed: int = 0                    # pairing and per-pair initialisation
+    databases: DatabasesSpec = DatabasesSpec()
+    layers: LayersSpec = LayersSpec()
+    pairing: PairingSpec = PairingSpec()
+    training: TrainingSpec = TrainingSpec()
+    thresholds: ThresholdsSpec = ThresholdsSpec()
+    runner: RunnerSpec = RunnerSpec()
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name must be a non-empty string, got {self.name!r}")
+        _at_least("seed", self.seed, 0)
+        if self.training.stop_tau not in self.thresholds.taus:
+            raise ConfigError(f"training.stop_tau = {self.training.stop_tau} must be one of "
+                              f"thresholds.taus = {list(self.thresholds.taus)}")
+
+    def to_dict(self, *, runner: bool = True) -> dict:
+        d = asdict(self)
+        d["thresholds"]["taus"] = list(self.thresholds.taus)
+        if not runner:
+            d.pop("runner")
+        return d
+
+    def to_toml(self) -> str:
+        """The spec as TOML text that :func:`parse_spec` reads back to an equal spec."""
+        d = self.to_dict()
+        lines = [f"name = {json.dumps(d.pop('name'))}", f"seed = {d.pop('seed')}"]
+        for table, values in d.items():
+            lines.append(f"\n[{table}]")
+            for k, v in values.items():
+                lines.append(f"{k} = {_toml_value(v)}")
+        return "\n".join(lines) + "\n"
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of everything results depend on (the spec without ``[runner]``)."""
+        text = json.dumps(self.to_dict(runner=False), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_TABLES = {"databases": DatabasesSpec, "layers": LayersSpec, "pairing": PairingSpec,
+           "training": TrainingSpec, "thresholds": ThresholdsSpec, "runner": RunnerSpec}
+
+
+def parse_spec(text: str, *, source: str = "<spec>") -> ExperimentSpec:
+    """Parse TOML text into an :class:`ExperimentSpec`; unknown keys and bad values raise
+    :class:`~factlab.errors.ConfigError` naming the source, key and value."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: not valid TOML: {e}") from None
+    return spec_from_dict(data, source=source)
+
+
+def load_spec(path: str | Path) -> ExperimentSpec:
+    """Read a spec file (TOML)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read spec: {e.strerror}") from None
+    return parse_spec(text, source=str(path))
+
+
+def spec_from_dict(data: dict, *, source: str = "<spec>") -> ExperimentSpec:
+    top = {f.name for f in fields(ExperimentSpec)}
+    unknown = set(data) - top
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; known: {sorted(top)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _TABLES:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: [{key}] must be a table, got {value!r}")
+            kwargs[key] = _build(_TABLES[key], value, key, source)
+        else:
+            kwargs[key] = _coerce(ExperimentSpec, key, value, key, source)
+    try:
+        return ExperimentSpec(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _build(cls, values: dict, table: str, source: str):
+    known = {f.name for f in fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [{table}]: {sorted(unknown)}; known: {sorted(known)}")
+    kwargs = {k: _coerce(cls, k, v, f"{table}.{k}", source) for k, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _coerce(cls, key: str, value, where: str, source: str):
+    """Check a TOML value against the type of the field's default; ints are accepted for floats."""
+    default = {f.name: f.default for f in fields(cls)}[key]
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, tuple):
+        ok = isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
+        value = tuple(float(x) for x in value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{source}: {where} must be of type {type(default).__name__}, got {value!r}")
+    return value
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)

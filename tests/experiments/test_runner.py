@@ -1,0 +1,84 @@
+"""A run killed with SIGKILL mid-way and resumed gives the rows of a clean run."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from factlab.errors import ConfigError
+from factlab.experiments.runner import run_experiment
+from factlab.experiments.store import ResultStore, tau_column
+
+from .conftest import TINY
+
+METRICS = ["epochs", "loss", "accuracy"]
+
+
+def _runs(path):
+    with ResultStore.open(path) as st:
+        return st.frame("runs")
+
+
+def _metrics(spec):
+    return METRICS + [tau_column(t) for t in spec.thresholds.taus]
+
+
+def test_clean_run_fills_store(tmp_path, tiny_spec):
+    s = run_experiment(tiny_spec, tmp_path / "a.duckdb", progress=False, log=lambda m: None)
+    assert (s.pairs, s.trained, s.skipped) == (18, 18, 0)
+    runs = _runs(tmp_path / "a.duckdb")
+    assert list(runs["pair_id"]) == list(range(18))
+    assert runs["factlab_version"].notna().all() and runs["torch_version"].notna().all()
+    with pytest.raises(ConfigError, match="--resume"):
+        run_experiment(tiny_spec, tmp_path / "a.duckdb", progress=False)
+    again = run_experiment(tiny_spec, tmp_path / "a.duckdb", resume=True, progress=False, log=lambda m: None)
+    assert (again.trained, again.skipped) == (0, 18)
+
+
+def test_killed_and_resumed_equals_clean(tmp_path, tiny_spec):
+    killed = tmp_path / "killed.duckdb"
+    marker = tmp_path / "committed"
+    script = textwrap.dedent(f"""
+        import pathlib, time
+        from factlab.experiments.spec import parse_spec
+        from factlab.experiments.runner import run_experiment
+        spec = parse_spec({TINY!r})
+        def on_commit(i, n):
+            pathlib.Path({str(marker)!r}).write_text(str(i))
+            time.sleep(30)   # killed here, between shards, or earlier
+        run_experiment(spec, {str(killed)!r}, progress=False, on_commit=on_commit)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 120
+    while not marker.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert marker.exists(), "the runner never committed a shard"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = _runs(killed)
+    assert 0 < len(partial) < 18
+    resumed = run_experiment(tiny_spec, killed, resume=True, progress=False, log=lambda m: None)
+    assert resumed.skipped == len(partial) and resumed.trained == 18 - len(partial)
+
+    clean = tmp_path / "clean.duckdb"
+    run_experiment(tiny_spec, clean, progress=False, log=lambda m: None)
+    a, b = _runs(killed), _runs(clean)
+    assert list(a["pair_id"]) == list(b["pair_id"]) == list(range(18))
+    assert (a["status"] == b["status"]).all()
+    cols = _metrics(tiny_spec)
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-4)
+
+
+def test_results_do_not_depend_on_shard_size(tmp_path, tiny_spec):
+    from dataclasses import replace
+    other = replace(tiny_spec, runner=replace(tiny_spec.runner, shard_size=18))
+    run_experiment(tiny_spec, tmp_path / "a.duckdb", progress=False, log=lambda m: None)
+    run_experiment(other, tmp_path / "b.duckdb", progress=False, log=lambda m: None)
+    a, b = _runs(tmp_path / "a.duckdb"), _runs(tmp_path / "b.duckdb")
+    cols = _metrics(tiny_spec)
+    np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-4)

@@ -1,0 +1,52 @@
+import pytest
+
+from factlab.errors import ConfigError
+from factlab.experiments.spec import ExperimentSpec, load_spec, parse_spec
+
+
+def test_defaults_are_the_papers():
+    s = parse_spec("")
+    assert s == ExperimentSpec()
+    assert (s.databases.n, s.databases.max_facts, s.pairing.n_pairs, s.training.max_epochs) == (548, 200, 3947, 2000)
+    assert s.thresholds.taus == (0.5, 0.75, 0.95, 0.99)
+
+
+def test_round_trip_through_toml(tiny_spec):
+    assert parse_spec(tiny_spec.to_toml()) == tiny_spec
+
+
+def test_hash_ignores_runner(tiny_spec):
+    from dataclasses import replace
+    other = replace(tiny_spec, runner=replace(tiny_spec.runner, shard_size=99))
+    assert other.hash == tiny_spec.hash
+    assert replace(tiny_spec, seed=4).hash != tiny_spec.hash
+
+
+@pytest.mark.parametrize("text, words", [
+    ("colour = 1", ["unknown key", "colour"]),
+    ("[training]\nepochs = 5", ["[training]", "epochs"]),
+    ("[pairs]\nn = 5", ["unknown key", "pairs"]),
+    ("[training]\nmax_epochs = 0", ["training.max_epochs", "0"]),
+    ("[training]\nmax_epochs = 'many'", ["training.max_epochs", "many"]),
+    ("[thresholds]\ntaus = [0.3]", ["thresholds.taus", "0.3"]),
+    ("[pairing]\nmethod = 'greedy'", ["pairing.method", "greedy"]),
+    ("[training]\nstop_tau = 0.9", ["stop_tau", "0.9"]),
+    ("training = 3", ["[training]", "table"]),
+    ("[databases\nn = 3", ["not valid TOML"]),
+    ("[databases]\nrank_interval = 1", ["databases.rank_interval", "bool"]),
+])
+def test_errors_name_key_and_value(text, words):
+    with pytest.raises(ConfigError) as e:
+        parse_spec(text, source="my.toml")
+    assert "my.toml" in str(e.value)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_ints_accepted_for_floats():
+    assert parse_spec("[training]\nlr = 1").training.lr == 1.0
+
+
+def test_load_spec_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml"):
+        load_spec(tmp_path / "nope.toml")
