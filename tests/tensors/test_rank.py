@@ -1,0 +1,208 @@
+"""Rank intervals, exact CP search and effective rank (Wong 2025, sec. 2 and 2.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from factlab import Database, ConfigError
+from factlab.tensors import cp_search as cs
+from factlab.tensors import database_tensor, proposition_2_1
+from factlab.tensors.rank import (CPSearchConfig, RankBound, RankInterval, _rank_exact, _rank_mod_p,
+                                  cp_decompose_exact, effective_rank, flattening_ranks, rank_interval,
+                                  rank_intervals)
+
+FIGURE_1 = [
+    ("Astrid", "born_in", "Singapore"), ("Bernard", "born_in", "Singapore"), ("Colin", "born_in", "Malaysia"),
+    ("Astrid", "lives_in", "Malaysia"), ("Bernard", "lives_in", "Singapore"), ("Colin", "lives_in", "Malaysia"),
+    ("Malaysia", "currency", "Ringgit"), ("Singapore", "currency", "Dollar"),
+]
+EXAMPLE_2_4 = [(k, q, "v") for k, q in zip("abcde", "fghij")]
+FAST = CPSearchConfig(restarts=2, max_iter=150)  # a smaller search budget for property tests
+PROPERTY = settings(max_examples=int(__import__("os").environ.get("RANK_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def unfold(T: np.ndarray, mode: int) -> np.ndarray:
+    return np.moveaxis(T, mode, 0).reshape(T.shape[mode], -1)
+
+
+@st.composite
+def databases(draw, max_facts: int = 12):
+    """Random databases over small disjoint pools of subjects, predicates and objects."""
+    nk, nq, nv = draw(st.integers(1, 6)), draw(st.integers(1, 4)), draw(st.integers(1, 6))
+    pairs = draw(st.lists(st.tuples(st.integers(0, nk - 1), st.integers(0, nq - 1)),
+                          min_size=1, max_size=max_facts, unique=True))
+    objs = draw(st.lists(st.integers(0, nv - 1), min_size=len(pairs), max_size=len(pairs)))
+    return Database.from_triples([(f"s{k}", f"p{q}", f"o{v}") for (k, q), v in zip(pairs, objs)])
+
+
+# ---------------------------------------------------------------------------- worked examples
+def test_example_2_2_figure_1_has_rank_exactly_5():
+    """|D| = 8, Proposition 2.1 gives 6, rank(D) = 5 (Wong 2025, Example 2.2)."""
+    db = Database.from_triples(FIGURE_1)
+    assert len(db) == 8 and proposition_2_1(db) == 6
+    interval = rank_interval(db)
+    assert (interval.lower.value, interval.upper.value) == (5, 5)
+    assert interval.certified
+    assert "flattening" in interval.lower.method
+    D = database_tensor(db)
+    factors = cp_decompose_exact(db, 5)
+    assert factors is not None and all(f.shape[1] == 5 for f in factors)
+    assert torch.equal(cs.cp_to_tensor(factors).round(), D)
+    assert cp_decompose_exact(db, 4) is None  # below the proven lower bound
+
+
+def test_example_2_4_rank_5_effective_rank_1():
+    """Five facts sharing one object: rank 5, effective rank 1 (Wong 2025, Example 2.4)."""
+    db = Database.from_triples(EXAMPLE_2_4)
+    interval = rank_interval(db)
+    assert (interval.lower.value, interval.upper.value) == (5, 5) and interval.certified
+    eff = effective_rank(db)
+    assert (eff.lower.value, eff.upper.value) == (1, 1) and eff.certified
+
+
+def test_interval_records_its_proofs():
+    interval = RankInterval(RankBound(3, "flattening (mode 1)"), RankBound(4, "Proposition 2.1"))
+    assert not interval.certified
+    assert interval.to_dict() == {"lower": {"value": 3, "method": "flattening (mode 1)"},
+                                  "upper": {"value": 4, "method": "Proposition 2.1"}, "certified": False}
+    assert "[3, 4]" in str(interval)
+
+
+# ---------------------------------------------------------------------------- properties
+@PROPERTY
+@given(databases())
+def test_bounds_are_ordered(db):
+    interval = rank_interval(db, config=FAST)
+    assert interval.lower.value <= interval.upper.value <= proposition_2_1(db) <= len(db)
+    assert interval.certified == (interval.lower.value == interval.upper.value)
+    assert interval.lower.value == max(flattening_ranks(db))
+
+
+@PROPERTY
+@given(databases())
+def test_flattening_ranks_match_numpy(db):
+    D = database_tensor(db).numpy()
+    assert flattening_ranks(db) == tuple(np.linalg.matrix_rank(unfold(D, m)) for m in range(3))
+
+
+@PROPERTY
+@given(databases())
+def test_exact_decomposition_reconstructs_the_tensor(db):
+    interval = rank_interval(db, config=FAST)
+    factors = cp_decompose_exact(db, interval.upper.value, config=FAST)
+    assert factors is not None
+    D = database_tensor(db)
+    assert (cs.cp_to_tensor(factors) - D).abs().max() <= FAST.tol
+    assert torch.equal(cs.cp_to_tensor(factors).round(), D)
+
+
+@PROPERTY
+@given(st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_planted_sum_of_binary_rank_one_terms(r, seed):
+    """A sum of r random 0/1 rank-one terms has rank at most r; the search finds it."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (3, 5, 7)  # all distinct, so a transposed axis cannot pass unnoticed
+    terms = [tuple((torch.rand(n, generator=g) < 0.6).double() for n in shape) for _ in range(r)]
+    T = sum(torch.einsum("i,j,k->ijk", *t) for t in terms)
+    interval = rank_interval(T, seed=seed % 7)
+    assert interval.upper.value <= r
+    assert interval.lower.value <= interval.upper.value
+
+
+def test_real_tensor_of_planted_rank_is_certified():
+    g = torch.Generator().manual_seed(0)
+    A, B, C = (torch.randn(n, 2, generator=g, dtype=torch.float64) for n in (3, 5, 7))
+    interval = rank_interval(torch.einsum("ir,jr,kr->ijk", A, B, C))
+    assert (interval.lower.value, interval.upper.value) == (2, 2)
+    assert "SVD" in interval.lower.method
+
+
+def test_zero_tensor_has_rank_0():
+    interval = rank_interval(torch.zeros(2, 3, 4))
+    assert (interval.lower.value, interval.upper.value) == (0, 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 9), st.integers(0, 2**31 - 1))
+def test_exact_matrix_ranks_match_numpy(m, n, seed):
+    M = np.random.default_rng(seed).integers(-1, 2, size=(m, n))
+    assert _rank_mod_p(M)[0] == np.linalg.matrix_rank(M)
+    assert _rank_exact([tuple(row) for row in M.tolist()]) == np.linalg.matrix_rank(M)
+
+
+def test_effective_rank_bounds_are_ordered():
+    db = Database.from_triples(FIGURE_1)
+    eff = effective_rank(db, config=FAST)
+    assert eff.lower.value == db.shape[2]  # |V| objects
+    assert eff.lower.value <= eff.upper.value <= rank_interval(db, config=FAST).upper.value
+
+
+# ---------------------------------------------------------------------------- the batched path
+def test_batched_path_gives_the_same_intervals_as_one_at_a_time():
+    rng = np.random.default_rng(3)
+    dbs = [Database.from_triples(FIGURE_1), Database.from_triples(EXAMPLE_2_4)]
+    for _ in range(6):
+        pairs = {(int(rng.integers(5)), int(rng.integers(3))) for _ in range(10)}
+        dbs.append(Database.from_triples([(f"s{k}", f"p{q}", f"o{rng.integers(4)}") for k, q in pairs]))
+    batched = rank_intervals(dbs, config=FAST, seed=1)
+    alone = [rank_interval(db, config=FAST, seed=1) for db in dbs]
+    key = lambda iv: (iv.lower, iv.upper.value, iv.upper.method.split(", max error")[0])  # noqa: E731
+    assert [key(b) for b in batched] == [key(a) for a in alone]
+
+
+def test_padding_is_inert():
+    """A problem fitted in a stack with a larger one follows the same iterates as alone."""
+    def problem(shape, rank, seed):
+        g = torch.Generator().manual_seed(seed)
+        T = (torch.rand(shape, generator=g) < 0.4).double()
+        nz = T.nonzero()
+        return cs.Problem(cs.SparseTensor(nz, T[tuple(nz.T)], shape), rank, seed)
+
+    small, big = problem((3, 2, 4), 3, 0), problem((5, 4, 6), 6, 1)
+    config = CPSearchConfig(max_iter=8, min_iter=100)
+    results = []
+    for problems in ([small], [small, big]):
+        stack = cs._Stack(problems, [cs._start(p) for p in problems])
+        cs._lm(stack, config, torch.ones(len(problems), dtype=torch.float64), lambda j, f: False)
+        results.append([f[0, :n, :3] for f, n in zip(stack.F, (3, 2, 4))])
+        padded = [f[0, n:] for f, n in zip(stack.F, (3, 2, 4))] + [f[0, :, 3:] for f in stack.F]
+        assert all(torch.count_nonzero(x) == 0 for x in padded)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_approximate_fit_never_lowers_the_upper_bound():
+    """A fit that stalls above the tolerance is not exact, whatever its error."""
+    T = torch.zeros(2, 2, 2, dtype=torch.float64)
+    T[0, 0, 1] = T[0, 1, 0] = T[1, 0, 0] = 1  # the W-state: rank 3, border rank 2
+    interval = rank_interval(T, config=FAST)
+    assert interval.upper.value == 3 and interval.lower.value == 2
+    tensor = cs.SparseTensor(T.nonzero(), torch.ones(3, dtype=torch.float64), (2, 2, 2))
+    assert cs.fit_exact([cs.Problem(tensor, 2, s) for s in range(3)], FAST) == [None] * 3
+
+
+# ---------------------------------------------------------------------------- errors and cross-checks
+def test_bad_inputs_raise_config_errors():
+    with pytest.raises(ConfigError, match="restarts"):
+        CPSearchConfig(restarts=0)
+    with pytest.raises(ConfigError, match="tol"):
+        CPSearchConfig(tol=0.7)
+    with pytest.raises(ConfigError, match="3-way"):
+        rank_interval(torch.ones(3, 3))
+    with pytest.raises(ConfigError, match="non-finite"):
+        rank_interval(torch.full((2, 2, 2), float("nan")))
+    with pytest.raises(ConfigError, match="Database"):
+        effective_rank(torch.ones(2, 2, 2))
+
+
+def test_reconstruction_agrees_with_tensorly():
+    tl = pytest.importorskip("tensorly")
+    g = torch.Generator().manual_seed(5)
+    factors = tuple(torch.randn(n, 3, generator=g, dtype=torch.float64) for n in (3, 5, 7))
+    ours = cs.cp_to_tensor(factors).numpy()
+    theirs = tl.cp_to_tensor((np.ones(3), [f.numpy() for f in factors]))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
