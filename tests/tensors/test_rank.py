@@ -134,6 +134,19 @@ def test_exact_matrix_ranks_match_numpy(m, n, seed):
     assert _rank_exact([tuple(row) for row in M.tolist()]) == np.linalg.matrix_rank(M)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 30), st.integers(1, 30), st.floats(0.02, 0.5), st.integers(0, 2**31 - 1))
+def test_sparse_rank_mod_p_and_its_basis_rows(m, n, density, seed):
+    """Sparse 0/1 matrices with repeated rows (database flattenings): the rank matches numpy
+    and the returned rows are a basis, i.e. they alone have the full rank."""
+    rng = np.random.default_rng(seed)
+    M = (rng.random((m, n)) < density).astype(np.int64)
+    M = np.vstack([M, M[rng.integers(0, m, size=m // 2)]])  # repeated rows
+    rank, rows = _rank_mod_p(M)
+    assert rank == np.linalg.matrix_rank(M) == len(rows)
+    assert np.linalg.matrix_rank(M[rows]) == rank
+
+
 def test_effective_rank_bounds_are_ordered():
     db = Database.from_triples(FIGURE_1)
     eff = effective_rank(db, config=FAST)

@@ -82,27 +82,40 @@ class RankInterval:
 
 # ---------------------------------------------------------------------------- matrix ranks
 def _rank_mod_p(M: np.ndarray) -> tuple[int, list[int]]:
-    """Rank of an integer matrix over GF(p) and the rows of an echelon basis (original indices)."""
+    """Rank of an integer matrix over GF(p) and the rows of an echelon basis (original indices).
+
+    Sparse shortcut first: a row that is the only nonzero of some column is independent of
+    the other rows, so it is a pivot and leaves; what remains is eliminated densely.
+    """
     M = np.mod(np.asarray(M, dtype=np.int64), PRIME)
-    M = M[:, M.any(0)]  # (m, n) drop zero columns
-    rows = np.flatnonzero(M.any(1))
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(M):  # equal rows add nothing: keep the first of each
+        first.setdefault(row.tobytes(), i)
+    rows = np.array(sorted(first.values()), dtype=np.int64)
+    rows = rows[M[rows].any(1)]
     pivots: list[int] = []
-    for c in range(M.shape[1]):
-        if len(rows) == 0:
+    while len(rows):
+        nz = M[rows] != 0  # (r, n)
+        single = nz.sum(0) == 1  # columns with one nonzero among the remaining rows
+        peel = nz[:, single].any(1)
+        if not peel.any():
             break
-        col = M[rows, c]
-        nz = np.flatnonzero(col)
-        if len(nz) == 0:
+        pivots += rows[peel].tolist()
+        rows = rows[~peel]
+    A = M[rows][:, (M[rows] != 0).any(0)] if len(rows) else np.zeros((0, 0), dtype=np.int64)  # (r, n)
+    active = np.ones(len(rows), dtype=bool)
+    for c in range(A.shape[1]):
+        cand = np.flatnonzero(active & (A[:, c] != 0))
+        if len(cand) == 0:
             continue
-        piv = rows[nz[0]]
-        pivots.append(int(piv))
-        rows = np.delete(rows, nz[0])
-        hit = rows[col[np.arange(len(col)) != nz[0]] != 0]
-        if len(hit):
-            inv = pow(int(M[piv, c]), PRIME - 2, PRIME)
-            factor = (M[hit, c] * inv) % PRIME  # (h,)
-            M[hit] = (M[hit] - (factor[:, None] * M[piv][None, :]) % PRIME) % PRIME
-            rows = rows[M[rows].any(1)]
+        piv, others = cand[0], cand[1:]
+        active[piv] = False
+        pivots.append(int(rows[piv]))
+        if len(others):
+            factor = (A[others, c] * pow(int(A[piv, c]), PRIME - 2, PRIME)) % PRIME  # (h,)
+            A[others] = (A[others] - (factor[:, None] * A[piv][None, :]) % PRIME) % PRIME
+        if not active.any():
+            break
     return len(pivots), sorted(pivots)
 
 
@@ -288,7 +301,7 @@ def _block_upper(b: _Block, T: np.ndarray, exact: bool) -> tuple[int, str]:
     the exact ranks of the mode-3 slices, Σ_v rank T[:, :, v]."""
     r1, r2, r3 = b.core.shape
     nz = np.argwhere(T != 0)
-    kv, qv = (len(np.unique(nz[:, [m, 2]], axis=0)) for m in (0, 1))
+    kv, qv = (len(np.unique(nz[:, m] * T.shape[2] + nz[:, 2])) for m in (0, 1))  # distinct (k, v), (q, v)
     cands = [(min(r1 * r2, r1 * r3, r2 * r3), "multilinear rank"), (len(nz), "|D|"),
              (min(kv, qv), "Proposition 2.1")]
     if exact:
