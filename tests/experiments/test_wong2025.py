@@ -57,3 +57,21 @@ def test_scales():
     assert quick.hash != paper.hash
     with pytest.raises(ConfigError, match="scale"):
         scale_spec("huge")
+
+
+def test_rank_summary_counts_certified_and_cp_wins():
+    import pandas as pd
+
+    from factlab.experiments.wong2025 import rank_summary
+
+    dbs = pd.DataFrame({"prop21": [6, 10, 4, 9], "rank_lower": [5, 7, 4, None],
+                        "rank_upper": [5, 10, 4, None], "rank_certified": [True, False, True, None]})
+    text = rank_summary(dbs)
+    assert "of 3 databases: 2 certified" in text
+    assert "mean width 1.00" in text          # widths 0, 3, 0
+    assert "beat Proposition 2.1 on 1" in text  # 5 < 6 only
+    assert rank_summary(dbs.assign(rank_upper=None)) == ""
+
+
+def test_quick_scale_stores_rank_intervals():
+    assert scale_spec("quick").databases.rank_interval

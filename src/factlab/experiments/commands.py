@@ -7,6 +7,7 @@ Wire them into the main parser with::
 
     factlab run SPEC [--out DIR] [--resume] [--backend local|ray] [--address ADDR] [--no-progress]
     factlab reproduce wong2025 [--scale quick|paper] [--out DIR] [--backend local|ray] [--address ADDR]
+    factlab reproduce completions [--scale quick|paper] [--out DIR]
     factlab summary STORE [--export DIR] [--format parquet|csv|both]
 """
 
@@ -34,11 +35,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    """``factlab reproduce wong2025``: run, figures, claims.json and report.html under --out."""
+    """``factlab reproduce wong2025|completions``: run, figures, claims.json and report.html under --out."""
+    if args.paper == "completions":
+        from factlab.experiments.completions import reproduce as reproduce_completions
+
+        if args.backend != "local":
+            raise ConfigError("reproduce completions runs locally only; drop --backend")
+        out = args.out or f"completions-{args.scale}"
+        doc = reproduce_completions(args.scale, out)
+        held = sum(c["holds"] for c in doc["claims"])
+        print(f"{held} of {len(doc['claims'])} claims hold (see {out}/claims.json)")
+        return 0
     from factlab.experiments.wong2025 import reproduce
 
     if args.paper != "wong2025":
-        raise ConfigError(f"unknown paper {args.paper!r}; reproducible: wong2025")
+        raise ConfigError(f"unknown paper {args.paper!r}; reproducible: wong2025, completions")
     out = args.out or f"wong2025-{args.scale}"
     doc = reproduce(args.scale, out, backend=args.backend, address=args.address, progress=not args.no_progress)
     held = sum(c["holds"] for c in doc["claims"])
@@ -115,9 +126,11 @@ def add_subcommands(subparsers) -> None:
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("reproduce", help="reproduce a paper's experiments: store, figures, claims, report")
-    p.add_argument("paper", choices=("wong2025",))
+    p.add_argument("paper", choices=("wong2025", "completions"),
+                   help="wong2025: Wong (2025) sec. 4; completions: artifacts, generalization and hallucination "
+                        "(Wong 2025b, SPEC sec. 9)")
     p.add_argument("--scale", choices=("quick", "paper"), default="quick")
-    p.add_argument("--out", default=None, help="output directory (default: wong2025-SCALE); "
+    p.add_argument("--out", default=None, help="output directory (default: PAPER-SCALE, e.g. wong2025-quick); "
                    "running again with the same --out resumes")
     backend_options(p)
     p.set_defaults(func=cmd_reproduce)
