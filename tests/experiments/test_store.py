@@ -46,3 +46,23 @@ def test_pairs_and_shards_are_deterministic(tiny_spec):
     shards = plan.shards(tiny_spec, a, dbs)
     assert sorted(p.pair_id for s in shards for p in s) == list(range(18))
     assert all(len(s) <= 5 for s in shards)
+
+
+def test_store_held_by_another_process_names_the_cause(tmp_path, tiny_spec):
+    import subprocess
+    import sys
+
+    path = tmp_path / "results.duckdb"
+    ResultStore.create(path, tiny_spec).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb, sys, time; c = duckdb.connect({str(path)!r}); "
+                               "print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match="in use by another process"):
+            ResultStore.open(path, read_only=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    ResultStore.open(path, tiny_spec).close()  # free again once the other process is gone

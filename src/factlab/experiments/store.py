@@ -89,6 +89,9 @@ class ResultStore:
             con = duckdb.connect(str(path), read_only=read_only)
             meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
         except duckdb.Error as e:
+            if "lock" in str(e).lower():  # DuckDB lets one process write a file at a time
+                raise ConfigError(f"{path}: the store is in use by another process (a run still writing "
+                                  f"to it?); wait for it to finish or stop it, then retry ({e})") from None
             raise ConfigError(f"{path}: not a factlab result store ({e})") from None
         stored = parse_spec(meta["spec"], source=f"{path} (meta.spec)")
         if spec is not None and spec.hash != meta["spec_hash"]:
