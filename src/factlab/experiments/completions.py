@@ -258,6 +258,10 @@ def scale_config(scale: str) -> CompletionsConfig:
     raise ConfigError(f"unknown scale {scale!r}; use one of {list(SCALES)}")
 
 
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
 def _seed(*keys: int) -> int:
     return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
@@ -481,11 +485,24 @@ class RunSummary:
     seconds: float
 
 
-def run(config: CompletionsConfig, store_path: str | Path, *, log: Callable[[str], None] = print) -> RunSummary:
+def run(config: CompletionsConfig, store_path: str | Path, *, threads: int | None = 1,
+        log: Callable[[str], None] = _print) -> RunSummary:
     """Run (or resume) ``config`` into the store at ``store_path``: effective ranks of the
     databases not yet stored, then every planned run not yet stored, one transaction per
-    database and per shard of runs."""
+    database and per shard of runs. ``threads``: torch intra-op threads meanwhile (1 is the
+    fastest for these tiny tensors, several times faster than 2 on a busy 2-core machine;
+    None leaves torch's setting); restored afterwards."""
     start = time.perf_counter()
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(config, store_path, log, start)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(config: CompletionsConfig, store_path: str | Path, log: Callable[[str], None], start: float) -> RunSummary:
     with CompletionsStore.open(store_path, config, create=True) as store:
         added = 0
         for d, *_ in config.databases():
@@ -508,12 +525,21 @@ def run(config: CompletionsConfig, store_path: str | Path, *, log: Callable[[str
 # ============================================================================ claims
 def _spearman(x, y) -> float:
     x, y = pd.Series(np.asarray(x, dtype=float)), pd.Series(np.asarray(y, dtype=float))
-    return float(x.corr(y, method="spearman")) if len(x) > 1 else float("nan")
+    if min(x.nunique(), y.nunique()) < 2:
+        return float("nan")  # undefined for a constant input
+    return float(x.corr(y, method="spearman"))
 
 
 def _claim(cid, figure, claim, paper, ours, test, holds) -> dict:
-    return {"id": cid, "figure": figure, "claim": claim, "paper": paper, "ours": ours, "test": test,
+    return {"id": cid, "figure": figure, "claim": claim, "paper": paper, "ours": _no_nan(ours), "test": test,
             "holds": bool(holds)}
+
+
+def _no_nan(x):
+    """NaN (an undefined correlation) as None, so that claims.json is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _no_nan(v) for k, v in x.items()}
+    return None if isinstance(x, float) and np.isnan(x) else x
 
 
 def completions_claims(runs: pd.DataFrame) -> list[dict]:
@@ -551,7 +577,7 @@ def completions_claims(runs: pd.DataFrame) -> list[dict]:
     key = ["db_id", "layer_id"]
     a = runs[runs["epochs"] == e_min].set_index(key)
     b = last.set_index(key)
-    both = a.join(b, lsuffix="_short", rsuffix="_long", how="inner")
+    both = a.merge(b, left_index=True, right_index=True, suffixes=("_short", "_long"))
     diff = float((both["artifacts_long"] - both["artifacts_short"]).mean()) if len(both) else float("nan")
     by_e = runs.groupby("epochs")[["artifact_ratio", "loss", "train_accuracy"]].mean()
     loss_falls = bool(by_e["loss"].iloc[-1] < by_e["loss"].iloc[0])
@@ -575,7 +601,9 @@ def completions_claims(runs: pd.DataFrame) -> list[dict]:
         {"spearman_gap_error": round(rho_g, 3), "median_gap": cut,
          "mean_error_gap_le_median": round(float(close["generalization_error"].mean()), 3) if len(close) else None,
          "mean_error_gap_gt_median": round(float(far["generalization_error"].mean()), 3) if len(far) else None,
-         "runs": len(g)},
+         "runs": len(g), "spearman_per_noise_level": {
+             f"{nz:g}": round(_spearman(h["rank_gap"], h["generalization_error"]), 3)
+             for nz, h in (g.groupby("noise") if "noise" in g else [])}},
         f"Spearman correlation of the gap eff(train + held out) - eff(train) and the generalization error over "
         f"runs at {e_max} epochs > 0", rho_g > 0))
     return out
@@ -639,9 +667,9 @@ def render(store_path: str | Path, out: str | Path, *, config: CompletionsConfig
 
 
 def reproduce(scale: str | CompletionsConfig = "quick", out: str | Path = "completions", *,
-              log: Callable[[str], None] = print) -> dict:
-    """Run (or resume) a scale, or a config, into ``out/results.duckdb``, then :func:`render`.
-    Returns the claims document with ``seconds`` added."""
+              threads: int | None = 1, log: Callable[[str], None] = _print) -> dict:
+    """Run (or resume) a scale, or a config, into ``out/results.duckdb`` (``threads`` as in
+    :func:`run`), then :func:`render`. Returns the claims document with ``seconds`` added."""
     start = time.perf_counter()
     config = scale if isinstance(scale, CompletionsConfig) else scale_config(scale)
     out = Path(out)
@@ -649,7 +677,7 @@ def reproduce(scale: str | CompletionsConfig = "quick", out: str | Path = "compl
     if store_path.exists():
         CompletionsStore.open(store_path, config).close()  # refuses a foreign store before any work
         log(f"resuming {store_path}")
-    summary = run(config, store_path, log=log)
+    summary = run(config, store_path, threads=threads, log=log)
     doc = render(store_path, out, config=config)
     doc["seconds"] = time.perf_counter() - start
     log(f"{summary.trained} runs trained, {summary.skipped} already done; wrote {out}/figures, "
