@@ -4,6 +4,7 @@
     factlab layer-bounds --d-model D ...  parameter count, Proposition 3.5 and the lower estimate (9)
     factlab run SPEC [--resume]           run an experiment spec (TOML) into a result store
     factlab reproduce wong2025            the paper's experiments: store, figures, claims, report
+    factlab reproduce completions         artifacts, generalization and hallucination (SPEC sec. 9)
     factlab summary STORE                 a summary table of a result store
 
 Every subcommand's ``--help`` says more. Errors in the user's input (a bad file, a bad
