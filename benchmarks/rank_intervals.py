@@ -19,7 +19,8 @@ factlab's time includes computing its bounds; TensorLy's time counts only its fi
 checks. Prints both times, the bounds found, and the speed ratio last on its own line.
 
     python benchmarks/rank_intervals.py               # all 548 on both sides (slow on TensorLy)
-    python benchmarks/rank_intervals.py --subset 60   # TensorLy on 60 evenly spread databases,
+    python benchmarks/rank_intervals.py --subset 60   # TensorLy on 60 evenly spread databases (quicker;
+                                                      # the spread over-weights large ones),
                                                       # its total extrapolated per database
 """
 
