@@ -58,6 +58,7 @@ import torch
 
 from factlab.databases.database import Database
 from factlab.errors import ConfigError
+from factlab.experiments.store import DuckDBStore, connect
 from factlab.models.artifacts import artifacts, next_token_probabilities
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
 from factlab.models.bounds import layer_bounds
@@ -280,11 +281,14 @@ def init_seed(config: CompletionsConfig, db_id: int, layer_id: int) -> int:
 
 
 # ============================================================================ store
-class CompletionsStore:
+class CompletionsStore(DuckDBStore):
     """The DuckDB file of one completions experiment (tables ``meta``, ``databases``, ``runs``)."""
 
+    TABLES = ("databases", "runs")
+
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, config: CompletionsConfig):
-        self.path, self.con, self.config = path, con, config
+        super().__init__(path, con)
+        self.config = config
 
     @classmethod
     def open(cls, path: str | Path, config: CompletionsConfig | None = None, *, create: bool = False,
@@ -296,11 +300,7 @@ class CompletionsStore:
             if not create or config is None:
                 raise ConfigError(f"{path}: no completions result store here")
             return cls._create(path, config)
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        except duckdb.Error as e:
-            raise ConfigError(f"{path}: not a factlab result store ({e})") from None
+        con, meta = connect(path, read_only=read_only)
         if meta.get("experiment") != "completions":
             con.close()
             raise ConfigError(f"{path}: not a completions result store (its meta has no experiment = completions; "
@@ -345,29 +345,6 @@ class CompletionsStore:
         con.execute("COMMIT")
         return cls(path, con, config)
 
-    def insert(self, table: str, rows: list[dict]) -> int:
-        """Insert rows in one transaction; a row whose key exists is left as it is. Returns rows added."""
-        if table not in ("databases", "runs") or not rows:
-            return 0
-        frame = pd.DataFrame(rows)
-        cols = ", ".join(frame.columns)
-        self.con.register("_new_rows", frame)
-        try:
-            self.con.execute("BEGIN TRANSACTION")
-            before = self.count(table)
-            self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _new_rows ON CONFLICT DO NOTHING")
-            added = self.count(table) - before
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        finally:
-            self.con.unregister("_new_rows")
-        return added
-
-    def count(self, table: str) -> int:
-        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
-
     def ids(self, table: str) -> set[int]:
         key = {"databases": "db_id", "runs": "run_id"}[table]
         return {r[0] for r in self.con.execute(f"SELECT {key} FROM {table}").fetchall()}
@@ -380,18 +357,6 @@ class CompletionsStore:
         """Runs joined with their database's structure and effective ranks."""
         return self.con.execute("""SELECT r.*, d.name AS db_name, d.n_classes, d.noise, d.eff_train, d.eff_full,
             d.rank_gap, d.train_prefixes FROM runs r JOIN databases d USING (db_id) ORDER BY r.run_id""").df()
-
-    def meta(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-
-    def close(self) -> None:
-        self.con.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 # ============================================================================ running

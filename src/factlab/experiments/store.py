@@ -40,13 +40,76 @@ def tau_column(tau: float) -> str:
     return "acc_tau_" + f"{tau:g}".replace(".", "_")
 
 
-class ResultStore:
+def connect(path: Path, *, read_only: bool = False) -> tuple[duckdb.DuckDBPyConnection, dict[str, str]]:
+    """Open an existing store file and read its ``meta`` table; a file another process is
+    writing, or one that is not a store, raises a :class:`ConfigError` that says which."""
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+        return con, dict(con.execute("SELECT key, value FROM meta").fetchall())
+    except duckdb.Error as e:
+        if "lock" in str(e).lower():  # DuckDB lets one process write a file at a time
+            raise ConfigError(f"{path}: the store is in use by another process (a run still writing "
+                              f"to it?); wait for it to finish or stop it, then retry ({e})") from None
+        raise ConfigError(f"{path}: not a factlab result store ({e})") from None
+
+
+class DuckDBStore:
+    """What every factlab store shares: one DuckDB connection, its ``meta`` table, counts,
+    and inserts that never overwrite. Subclasses say which tables exist (:attr:`TABLES`)."""
+
+    TABLES: tuple[str, ...] = ()
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection):
+        self.path = path
+        self.con = con
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
+
+    def count(self, table: str) -> int:
+        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+
+    def insert(self, table: str, rows: Sequence[dict]) -> int:
+        """Insert rows in one transaction; rows whose primary key exists are left as they are.
+        Returns the number of rows actually inserted."""
+        if table not in self.TABLES:
+            raise ConfigError(f"unknown table {table!r}")
+        if not rows:
+            return 0
+        frame = pd.DataFrame(list(rows))
+        cols = ", ".join(frame.columns)
+        self.con.register("_new_rows", frame)
+        try:
+            _q(self.con, "BEGIN TRANSACTION")
+            before = self.count(table)
+            _q(self.con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _new_rows ON CONFLICT DO NOTHING")
+            after = self.count(table)
+            _q(self.con, "COMMIT")
+        except BaseException:
+            _q(self.con, "ROLLBACK")
+            raise
+        finally:
+            self.con.unregister("_new_rows")
+        return after - before
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ResultStore(DuckDBStore):
     """An open result store. Use :meth:`create` for a new file, :meth:`open` for an existing one,
     or :meth:`open_or_create`; close with :meth:`close` (or use it as a context manager)."""
 
+    TABLES = TABLES
+
     def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, spec: ExperimentSpec):
-        self.path = path
-        self.con = con
+        super().__init__(path, con)
         self.spec = spec
 
     # ------------------------------------------------------------------ opening
@@ -85,14 +148,7 @@ class ResultStore:
         path = Path(path)
         if not path.exists():
             raise ConfigError(f"{path}: no result store here")
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            meta = dict(con.execute("SELECT key, value FROM meta").fetchall())
-        except duckdb.Error as e:
-            if "lock" in str(e).lower():  # DuckDB lets one process write a file at a time
-                raise ConfigError(f"{path}: the store is in use by another process (a run still writing "
-                                  f"to it?); wait for it to finish or stop it, then retry ({e})") from None
-            raise ConfigError(f"{path}: not a factlab result store ({e})") from None
+        con, meta = connect(path, read_only=read_only)
         stored = parse_spec(meta["spec"], source=f"{path} (meta.spec)")
         if spec is not None and spec.hash != meta["spec_hash"]:
             con.close()
@@ -107,42 +163,7 @@ class ResultStore:
         path = Path(path)
         return cls.open(path, spec) if path.exists() else cls.create(path, spec, provenance=provenance)
 
-    def close(self) -> None:
-        self.con.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     # ------------------------------------------------------------------ writing
-    def meta(self) -> dict[str, str]:
-        return dict(self.con.execute("SELECT key, value FROM meta").fetchall())
-
-    def insert(self, table: str, rows: Sequence[dict]) -> int:
-        """Insert rows in one transaction; rows whose primary key exists are left as they are.
-        Returns the number of rows actually inserted."""
-        if table not in TABLES:
-            raise ConfigError(f"unknown table {table!r}")
-        if not rows:
-            return 0
-        frame = pd.DataFrame(list(rows))
-        cols = ", ".join(frame.columns)
-        self.con.register("_new_rows", frame)
-        try:
-            _q(self.con, "BEGIN TRANSACTION")
-            before = self.count(table)
-            _q(self.con, f"INSERT INTO {table} ({cols}) SELECT {cols} FROM _new_rows ON CONFLICT DO NOTHING")
-            after = self.count(table)
-            _q(self.con, "COMMIT")
-        except BaseException:
-            _q(self.con, "ROLLBACK")
-            raise
-        finally:
-            self.con.unregister("_new_rows")
-        return after - before
-
     def fill_ranks(self, rows: Iterable[dict]) -> None:
         """Fill rank intervals of databases whose rank columns are still NULL (never overwrites)."""
         rows = list(rows)
@@ -157,9 +178,6 @@ class ResultStore:
         _q(self.con, "COMMIT")
 
     # ------------------------------------------------------------------ reading
-    def count(self, table: str) -> int:
-        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
-
     def done_pairs(self) -> set[int]:
         return {r[0] for r in self.con.execute("SELECT pair_id FROM runs").fetchall()}
 
