@@ -100,17 +100,31 @@ def test_exact_decomposition_reconstructs_the_tensor(db):
     assert torch.equal(cs.cp_to_tensor(factors).round(), D)
 
 
+def planted_binary(r: int, seed: int) -> torch.Tensor:
+    """A sum of r random 0/1 rank-one terms of shape (3, 5, 7)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (3, 5, 7)  # all distinct, so a transposed axis cannot pass unnoticed
+    terms = [tuple((torch.rand(n, generator=g) < 0.6).double() for n in shape) for _ in range(r)]
+    return sum(torch.einsum("i,j,k->ijk", *t) for t in terms)
+
+
 @PROPERTY
 @given(st.integers(1, 4), st.integers(0, 2**31 - 1))
 def test_planted_sum_of_binary_rank_one_terms(r, seed):
     """A sum of r random 0/1 rank-one terms has rank at most r; the search finds it."""
-    g = torch.Generator().manual_seed(seed)
-    shape = (3, 5, 7)  # all distinct, so a transposed axis cannot pass unnoticed
-    terms = [tuple((torch.rand(n, generator=g) < 0.6).double() for n in shape) for _ in range(r)]
-    T = sum(torch.einsum("i,j,k->ijk", *t) for t in terms)
-    interval = rank_interval(T, seed=seed % 7)
+    interval = rank_interval(planted_binary(r, seed), seed=seed % 7)
     assert interval.upper.value <= r
     assert interval.lower.value <= interval.upper.value
+
+
+@pytest.mark.parametrize("seed", [236, 255])
+def test_planted_rank_found_across_a_swamp(seed):
+    """Two planted rank-4 tensors whose exact fits plateau for 10-20 iterations before
+    converging: a stall rule without the small-problem patience cut them off (upper 8 and 5)."""
+    T = planted_binary(4, seed)
+    assert rank_interval(T, seed=seed % 7).upper.value == 4
+    impatient = CPSearchConfig(patient_size=0)
+    assert rank_interval(T, config=impatient, seed=seed % 7).upper.value > 4
 
 
 def test_real_tensor_of_planted_rank_is_certified():
@@ -204,6 +218,8 @@ def test_bad_inputs_raise_config_errors():
         CPSearchConfig(restarts=0)
     with pytest.raises(ConfigError, match="tol"):
         CPSearchConfig(tol=0.7)
+    with pytest.raises(ConfigError, match="patient_size"):
+        CPSearchConfig(patient_size=-1)
     with pytest.raises(ConfigError, match="3-way"):
         rank_interval(torch.ones(3, 3))
     with pytest.raises(ConfigError, match="non-finite"):
