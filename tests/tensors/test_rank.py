@@ -120,11 +120,9 @@ def test_planted_sum_of_binary_rank_one_terms(r, seed):
 @pytest.mark.parametrize("seed", [236, 255])
 def test_planted_rank_found_across_a_swamp(seed):
     """Two planted rank-4 tensors whose exact fits plateau for 10-20 iterations before
-    converging: a stall rule without the small-problem patience cut them off (upper 8 and 5)."""
-    T = planted_binary(4, seed)
-    assert rank_interval(T, seed=seed % 7).upper.value == 4
-    impatient = CPSearchConfig(patient_size=0)
-    assert rank_interval(T, config=impatient, seed=seed % 7).upper.value > 4
+    converging; the stall rule without the small-problem patience cut them off (upper 8
+    and 5, failing CI once)."""
+    assert rank_interval(planted_binary(4, seed), seed=seed % 7).upper.value == 4
 
 
 def test_real_tensor_of_planted_rank_is_certified():

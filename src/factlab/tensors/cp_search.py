@@ -56,8 +56,8 @@ class CPSearchConfig:
 
       The defaults of ``cg_iter``, ``stall_window`` and ``min_iter`` (6, 10, 10) trade a little
       tightness for speed. Measured on the 548 databases of the paper population (2 cores,
-      noisy): about 23 s against 43 s for (8, 20, 20); the upper bounds sum to 13,727 against
-      13,705, and 290 intervals are certified against 297. Both stay at or below a TensorLy
+      noisy): about 23 s against 43 s for (8, 20, 20); the upper bounds sum to 13,726 against
+      13,705, and 291 intervals are certified against 297. Both stay at or below a TensorLy
       ALS search with the same restarts on every database (13,767, 283 certified). (4, 10, 10)
       is faster still but misses the exact rank-2 fit of a small real tensor in the tests.
       Raise them where the tightest bounds matter more than time.
@@ -247,50 +247,65 @@ def _lm(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify) -> No
     window = 3 * config.stall_window  # the patient rule's window
     patient = stack.size <= config.patient_size  # (P,)
 
-    def dot(X, Y):
-        return sum((x * y).sum((1, 2)) for x, y in zip(X, Y))
+    off = np.cumsum([0, *dims])
+    # The three factors live side by side in one (P, I + J + K, R) tensor X, so that every
+    # vector operation of the conjugate-gradient loop is one kernel instead of three.
+    def split(X):  # views of the three factors, (P, I_m, R)
+        return [X[:, off[m]:off[m + 1]] for m in range(3)]
 
+    def dot(X, Y):  # (P,)
+        return torch.linalg.vecdot(X.flatten(1), Y.flatten(1))
+
+    X = torch.cat(stack.F, 1)  # (P, S, R)
     for it in range(config.max_iter):
-        F, cm = stack.F, stack.comp
+        F, cm = split(X), stack.comp
         pad = torch.diag_embed(1 - cm)  # (P, R, R): identity on masked components
         W = [G[1] * G[2], G[0] * G[2], G[0] * G[1]]  # (P, R, R) Gauss-Newton diagonal blocks
-        M = [_mttkrp(F, flat, stack.values, dims, m) for m in range(3)]  # (P, I_m, R)
-        grad = [F[m] @ W[m] - M[m] for m in range(3)]  # (P, I_m, R)
+        # gradient (P, S, R): F_m W_m - T_(m) (khatri-rao of the others), per mode
+        grad = torch.cat([torch.baddbmm(_mttkrp(F, flat, stack.values, dims, m), F[m], W[m], beta=-1)
+                          for m in range(3)], 1)
         mu3 = mu[:, None, None]
         Winv = [torch.cholesky_inverse(torch.linalg.cholesky_ex(w + mu3 * eye + pad)[0]) for w in W]
 
+        def precondition(V):  # block-diagonal preconditioner, mode by mode
+            return torch.cat([v @ w for v, w in zip(split(V), Winv)], 1)
+
         def gn(V, damped=True):  # (J^T J + mu I) V, matrix-free
-            Q = [V[m].mT @ F[m] for m in range(3)]  # (P, R, R) dX^T X
+            Vs = split(V)
+            Q = [Vs[m].mT @ F[m] for m in range(3)]  # (P, R, R) dX^T X
             out = []
             for m in range(3):
                 o1, o2 = [x for x in range(3) if x != m]
-                y = V[m] @ W[m] + F[m] @ (Q[o1] * G[o2] + G[o1] * Q[o2])
-                out.append(y + mu3 * V[m] if damped else y)
-            return out
+                S = (Q[o1] * G[o2]).addcmul_(G[o1], Q[o2])
+                out.append(torch.baddbmm(Vs[m] @ W[m], F[m], S))
+            Y = torch.cat(out, 1)
+            return Y.addcmul_(mu3, V) if damped else Y
 
         # preconditioned CG on (J^T J + mu I) p = -grad
-        p = [torch.zeros_like(x) for x in F]
-        r = [-x for x in grad]
-        z = [x @ w for x, w in zip(r, Winv)]
+        p = torch.zeros_like(X)
+        r = grad.neg()
+        z = precondition(r)
         d, rz = z, dot(r, z)
         for _ in range(config.cg_iter):
             Hd = gn(d)
             dHd = dot(d, Hd)
             alpha = torch.where(dHd > 0, rz / dHd.clamp_min(1e-300), torch.zeros_like(rz))[:, None, None]
-            p = [x + alpha * y for x, y in zip(p, d)]
-            r = [x - alpha * y for x, y in zip(r, Hd)]
-            z = [x @ w for x, w in zip(r, Winv)]
+            p.addcmul_(alpha, d)
+            r.addcmul_(alpha, Hd, value=-1)
+            z = precondition(r)
             rz_new = dot(r, z)
             beta = torch.where(rz > 0, rz_new / rz.clamp_min(1e-300), torch.zeros_like(rz))[:, None, None]
-            d, rz = [x + beta * y for x, y in zip(z, d)], rz_new
-        p = [x * cm[:, None, :] for x in p]
-        Fn = [x + y for x, y in zip(F, p)]
+            d, rz = torch.addcmul(z, beta, d), rz_new
+        p.mul_(cm[:, None, :])
+        Xn = X + p
+        Fn = split(Xn)
         Gn = [x.mT @ x for x in Fn]
         fn = _loss(Fn, Gn, flat, stack.values, dims, tn2)
         predicted = -(dot(grad, p) + 0.5 * dot(p, gn(p, damped=False)))
         rho = (f0 - fn) / predicted.clamp_min(1e-300)
         ok = (fn < f0)[:, None, None]
-        stack.F = [torch.where(ok, x, y) for x, y in zip(Fn, F)]
+        X = torch.where(ok, Xn, X)
+        stack.F = split(X)
         G = [torch.where(ok, x, y) for x, y in zip(Gn, G)]
         f0 = torch.minimum(fn, f0)
         mu = torch.where(rho > 0.75, mu / 3, torch.where(rho < 0.25, mu * 2, mu)).clamp(1e-15, 1e15)
@@ -311,6 +326,8 @@ def _lm(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify) -> No
             if not keep.any():
                 break
             stack.select(keep)
+            X = X[keep]
+            stack.F = split(X)
             G, f0, mu = [g[keep] for g in G], f0[keep], mu[keep]
             history = [h[keep] for h in history[-window - 1:]]
             patient = patient[keep]
