@@ -18,12 +18,8 @@ from factlab.models.bounds import (
     proposition_3_5,
 )
 from factlab.models.model_tensor import embedding_tensor, head_tensors, model_tensor
+from paper_examples import FIGURE_1
 
-FIGURE_1 = [
-    ("Astrid", "born_in", "Singapore"), ("Bernard", "born_in", "Singapore"), ("Colin", "born_in", "Malaysia"),
-    ("Astrid", "lives_in", "Malaysia"), ("Bernard", "lives_in", "Singapore"), ("Colin", "lives_in", "Malaysia"),
-    ("Malaysia", "currency", "Ringgit"), ("Singapore", "currency", "Dollar"),
-]
 
 
 def flattening_lower_bound(L: torch.Tensor) -> int:

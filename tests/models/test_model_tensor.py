@@ -24,12 +24,8 @@ from factlab.models.model_tensor import (
 )
 from factlab.tensors.database_tensor import database_tensor
 from factlab.tensors.thresholds import row_argmax
+from paper_examples import FIGURE_1
 
-FIGURE_1 = [
-    ("Astrid", "born_in", "Singapore"), ("Bernard", "born_in", "Singapore"), ("Colin", "born_in", "Malaysia"),
-    ("Astrid", "lives_in", "Malaysia"), ("Bernard", "lives_in", "Singapore"), ("Colin", "lives_in", "Malaysia"),
-    ("Malaysia", "currency", "Ringgit"), ("Singapore", "currency", "Dollar"),
-]
 
 
 def final_logits(stack, db, model):

@@ -17,11 +17,8 @@ from factlab.tensors.database_tensor import (
     sparse_database_tensor,
     subject_slice,
 )
+from paper_examples import FIGURE_1
 
-FIGURE_1 = [("Astrid", "born_in", "Singapore"), ("Bernard", "born_in", "Singapore"),
-            ("Colin", "born_in", "Malaysia"), ("Astrid", "lives_in", "Malaysia"),
-            ("Bernard", "lives_in", "Singapore"), ("Colin", "lives_in", "Malaysia"),
-            ("Malaysia", "currency", "Ringgit"), ("Singapore", "currency", "Dollar")]
 
 
 def test_example_2_2_sizes_and_proposition_2_1():

@@ -14,12 +14,8 @@ from factlab.tensors import database_tensor, proposition_2_1
 from factlab.tensors.rank import (CPSearchConfig, RankBound, RankInterval, _rank_exact, _rank_mod_p,
                                   cp_decompose_exact, effective_rank, flattening_ranks, rank_interval,
                                   rank_intervals)
+from paper_examples import FIGURE_1
 
-FIGURE_1 = [
-    ("Astrid", "born_in", "Singapore"), ("Bernard", "born_in", "Singapore"), ("Colin", "born_in", "Malaysia"),
-    ("Astrid", "lives_in", "Malaysia"), ("Bernard", "lives_in", "Singapore"), ("Colin", "lives_in", "Malaysia"),
-    ("Malaysia", "currency", "Ringgit"), ("Singapore", "currency", "Dollar"),
-]
 EXAMPLE_2_4 = [(k, q, "v") for k, q in zip("abcde", "fghij")]
 FAST = CPSearchConfig(restarts=2, max_iter=150)  # a smaller search budget for property tests
 PROPERTY = settings(max_examples=int(__import__("os").environ.get("RANK_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
