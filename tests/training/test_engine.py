@@ -140,6 +140,20 @@ def test_same_seed_same_result_and_minibatches_deterministic():
     assert any(not torch.equal(a.model.model_weights(i)["W_U"], c.model.model_weights(i)["W_U"]) for i in range(5))
 
 
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_cpu_training_runs_under_deterministic_algorithms_and_restores_them(deterministic):
+    """Same-seed runs must not depend on thread timing: train() switches torch's
+    deterministic algorithms on for the run (seen from the progress callback, which runs
+    inside it) and leaves the caller's setting as it found it."""
+    dbs, stack = mixed_stack(dtype=torch.float32)
+    seen = []
+    assert not torch.are_deterministic_algorithms_enabled()
+    train(stack, FactSequences.from_databases(dbs), TrainConfig(max_epochs=2, deterministic=deterministic),
+          progress=lambda n: seen.append(torch.are_deterministic_algorithms_enabled()))
+    assert seen and all(s == deterministic for s in seen)
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 def test_minibatch_epoch_takes_ceil_n_over_b_steps():
     """With lr tiny the step count is visible in Adam's update size: compare with the loop."""
     db = Database.from_triples([(f"s{i}", "r", f"o{i % 3}") for i in range(7)])
