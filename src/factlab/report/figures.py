@@ -133,15 +133,28 @@ def save(fig, directory: str | Path, stem: str) -> list[Path]:
 # Figures of the completions experiment (Wong 2025b; factlab.experiments.completions). Each takes
 # the joined runs of CompletionsStore.results(): one row per (database, layer, epochs) run.
 
+def _longest(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs at the longest training length."""
+    return runs[runs["epochs"] == runs["epochs"].max()]
+
+
+def _scatter_with_means(ax, rows: pd.DataFrame, x: str, y: str, *, jitter: float, seed: int, mean_label: str,
+                        **scatter_kw):
+    """``y`` against ``x`` with a fixed horizontal jitter (only to separate points on integer
+    x), and the mean of ``y`` per ``x`` as a line; returns the scatter's handle."""
+    shift = np.random.default_rng(seed).uniform(-jitter, jitter, len(rows))
+    handle = ax.scatter(rows[x] + shift, rows[y], **scatter_kw)
+    mean = rows.groupby(x)[y].mean()
+    ax.plot(mean.index, mean.values, "o-", color="C3", label=mean_label)
+    return handle
+
+
 def figure_artifacts_vs_layer(runs: pd.DataFrame):
     """Artifacts per training triple against the layer's lower estimate (9), at the longest training."""
-    last = runs[runs["epochs"] == runs["epochs"].max()]
+    last = _longest(runs)
     fig, ax = plt.subplots(figsize=(5.2, 4))
-    jitter = np.random.default_rng(0).uniform(-0.25, 0.25, len(last))  # fixed, only to separate points
-    ax.scatter(last["layer_bound"] + jitter, last["artifact_ratio"], s=10, alpha=0.5,
-               label=f"{len(last)} runs ({int(runs['epochs'].max())} epochs)")
-    mean = last.groupby("layer_bound")["artifact_ratio"].mean()
-    ax.plot(mean.index, mean.values, "o-", color="C3", label="mean per layer")
+    _scatter_with_means(ax, last, "layer_bound", "artifact_ratio", jitter=0.25, seed=0, mean_label="mean per layer",
+                        s=10, alpha=0.5, label=f"{len(last)} runs ({int(runs['epochs'].max())} epochs)")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="= training triples")
     ax.set_xlabel("layer rank lower estimate (9): d_model + n_heads · d_head_vo")
     ax.set_ylabel("artifacts / training triples")
@@ -175,13 +188,10 @@ def figure_artifacts_vs_epochs(runs: pd.DataFrame):
 def figure_generalization_vs_rank_gap(runs: pd.DataFrame):
     """Generalization error against eff(train + held out) - eff(train), at the longest training,
     coloured by the layer bound (9)."""
-    last = runs[runs["epochs"] == runs["epochs"].max()].dropna(subset=["generalization_error"])
+    last = _longest(runs).dropna(subset=["generalization_error"])
     fig, ax = plt.subplots(figsize=(5.4, 4))
-    jitter = np.random.default_rng(1).uniform(-0.2, 0.2, len(last))
-    sc = ax.scatter(last["rank_gap"] + jitter, last["generalization_error"], c=last["layer_bound"], s=12,
-                    alpha=0.6, cmap="viridis")
-    mean = last.groupby("rank_gap")["generalization_error"].mean()
-    ax.plot(mean.index, mean.values, "o-", color="C3", label="mean per gap")
+    sc = _scatter_with_means(ax, last, "rank_gap", "generalization_error", jitter=0.2, seed=1,
+                             mean_label="mean per gap", c=last["layer_bound"], s=12, alpha=0.6, cmap="viridis")
     ax.set_xlabel("effective rank gap: eff(train + held out) − eff(train)")
     ax.set_ylabel("generalization error on held-out facts")
     ax.set_ylim(-0.03, 1.03)
