@@ -245,7 +245,6 @@ def _lm(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify) -> No
     mu = 1e-2 * ((G[0] * G[1] * G[2]).diagonal(dim1=1, dim2=2).sum(1) / live).clamp_min(1e-12) ** (2 / 3)
     history = [f0]
     window = 3 * config.stall_window  # the patient rule's window
-    patient = stack.size <= config.patient_size  # (P,)
 
     off = np.cumsum([0, *dims])
     # The three factors live side by side in one (P, I + J + K, R) tensor X, so that every
@@ -313,6 +312,7 @@ def _lm(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify) -> No
         # per-problem stopping: exact, or stalled
         exact = f0 <= target[stack.ids]
         stalled = torch.zeros_like(exact)
+        patient = stack.size <= config.patient_size  # (P,)
         if it + 1 >= max(config.min_iter, config.stall_window):
             stalled = (f0 > config.stall_factor * history[-1 - config.stall_window]) & ~patient  # (P,)
         if it + 1 >= max(5 * config.min_iter, window):
@@ -330,7 +330,6 @@ def _lm(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify) -> No
             stack.F = split(X)
             G, f0, mu = [g[keep] for g in G], f0[keep], mu[keep]
             history = [h[keep] for h in history[-window - 1:]]
-            patient = patient[keep]
             flat, tn2 = stack.flat(), tn2[keep]
 
 
