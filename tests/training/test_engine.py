@@ -14,6 +14,10 @@ from factlab.training.adam import AdamConfig
 from factlab.training.data import FactSequences
 from factlab.training.engine import TrainConfig, plan_chunks, train
 
+# every test that trains runs on both ways of computing a step: the compiled CPU step of
+# the attention layers and torch's autograd
+KERNELS = ["fused", "autograd"]
+
 # all-distinct sizes so that a transposed axis cannot pass unnoticed
 SHAPES = [(3, 2, 1, 3), (5, 1, 5, 2), (4, 3, 2, 2), (6, 4, 6, 5), (2, 1, 1, 1)]
 
@@ -42,10 +46,11 @@ def reference_loop(stack, dbs, steps, lr, weight_decay=0.0):
     return out
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("chunk_size", [1024, 2])
-def test_engine_matches_per_model_loop_after_50_steps(chunk_size):
+def test_engine_matches_per_model_loop_after_50_steps(chunk_size, kernel):
     dbs, stack = mixed_stack()
-    cfg = TrainConfig(max_epochs=50, stop_tau=None, dtype="float64", chunk_size=chunk_size,
+    cfg = TrainConfig(kernel=kernel, max_epochs=50, stop_tau=None, dtype="float64", chunk_size=chunk_size,
                       adam=AdamConfig(lr=0.05, weight_decay=0.01))
     res = train(stack, FactSequences.from_databases(dbs), cfg)
     ref = reference_loop(stack, dbs, 50, lr=0.05, weight_decay=0.01)
@@ -57,10 +62,11 @@ def test_engine_matches_per_model_loop_after_50_steps(chunk_size):
     assert res.model_epochs == 50 * len(dbs)
 
 
-def test_reported_metrics_match_an_independent_evaluation():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_reported_metrics_match_an_independent_evaluation(kernel):
     dbs, stack = mixed_stack()
     res = train(stack, FactSequences.from_databases(dbs),
-                TrainConfig(max_epochs=30, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.05)))
+                TrainConfig(kernel=kernel, max_epochs=30, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.05)))
     for i, db in enumerate(dbs):
         alone = AttentionStack.from_weights([res.model.configs[i]], [res.model.model_weights(i)])
         seq = torch.from_numpy(db.sequences().copy())
@@ -76,10 +82,11 @@ def test_reported_metrics_match_an_independent_evaluation():
         assert r.loss == pytest.approx(float(loss), rel=1e-9)
 
 
-def test_padding_is_inert_in_training():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padding_is_inert_in_training(kernel):
     """A model trained inside a mixed stack ends where it ends when trained alone."""
     dbs, stack = mixed_stack()
-    cfg = TrainConfig(max_epochs=40, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.03))
+    cfg = TrainConfig(kernel=kernel, max_epochs=40, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.03))
     together = train(stack, FactSequences.from_databases(dbs), cfg)
     for i in (0, 3):
         alone = train(stack.select([i]), FactSequences.from_databases([dbs[i]]), cfg)
@@ -87,13 +94,14 @@ def test_padding_is_inert_in_training():
             torch.testing.assert_close(together.model.model_weights(i)[n], w, rtol=1e-9, atol=1e-9)
 
 
-def test_nan_model_is_flagged_and_frozen_and_neighbours_unaffected():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_nan_model_is_flagged_and_frozen_and_neighbours_unaffected(kernel):
     dbs, stack = mixed_stack()
     weights = [stack.model_weights(i) for i in range(len(dbs))]
     weights[1] = {n: w.clone() for n, w in weights[1].items()}
     weights[1]["W_U"][0, 0] = float("nan")
     poisoned = AttentionStack.from_weights(stack.configs, weights)
-    cfg = TrainConfig(max_epochs=20, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.05))
+    cfg = TrainConfig(kernel=kernel, max_epochs=20, stop_tau=None, dtype="float64", adam=AdamConfig(lr=0.05))
     res = train(poisoned, FactSequences.from_databases(dbs), cfg)
     assert res.results[1].status == "diverged" and res.results[1].epochs == 0
     frozen = res.model.model_weights(1)
@@ -105,11 +113,12 @@ def test_nan_model_is_flagged_and_frozen_and_neighbours_unaffected():
             torch.testing.assert_close(res.model.model_weights(i)[n], w, rtol=1e-9, atol=1e-9)
 
 
-def test_early_stopping_when_tau_accuracy_reaches_one():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_early_stopping_when_tau_accuracy_reaches_one(kernel):
     db = Database.from_triples([("a", "r", "x"), ("b", "r", "y"), ("c", "s", "x")])
     stack = AttentionStack.init([AttentionLayerConfig(db.n_tokens, 6, 2, 3, 6)], seed=0)
     res = train(stack, FactSequences.from_databases([db]),
-                TrainConfig(max_epochs=2000, stop_tau=0.95, eval_every=5, adam=AdamConfig(lr=0.1)))
+                TrainConfig(kernel=kernel, max_epochs=2000, stop_tau=0.95, eval_every=5, adam=AdamConfig(lr=0.1)))
     r = res.results[0]
     assert r.status == "memorized" and r.epochs < 2000 and r.epochs % 5 == 0
     assert r.tau_accuracy[0.95] == 1.0 and r.accuracy == 1.0
@@ -128,15 +137,16 @@ def test_plateau_stops_a_model_that_cannot_improve():
         assert r.status == "plateau" and r.epochs == 30
 
 
-def test_same_seed_same_result_and_minibatches_deterministic():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_same_seed_same_result_and_minibatches_deterministic(kernel):
     dbs, stack = mixed_stack(dtype=torch.float32)
-    cfg = TrainConfig(max_epochs=15, stop_tau=None, batch_size=4, seed=7)
+    cfg = TrainConfig(kernel=kernel, max_epochs=15, stop_tau=None, batch_size=4, seed=7)
     a = train(stack, FactSequences.from_databases(dbs), cfg)
     b = train(stack, FactSequences.from_databases(dbs), cfg)
     for i in range(len(dbs)):
         for n, w in a.model.model_weights(i).items():
             assert torch.equal(w, b.model.model_weights(i)[n])
-    c = train(stack, FactSequences.from_databases(dbs), TrainConfig(max_epochs=15, stop_tau=None, batch_size=4, seed=8))
+    c = train(stack, FactSequences.from_databases(dbs), TrainConfig(kernel=kernel, max_epochs=15, stop_tau=None, batch_size=4, seed=8))
     assert any(not torch.equal(a.model.model_weights(i)["W_U"], c.model.model_weights(i)["W_U"]) for i in range(5))
 
 
@@ -190,3 +200,45 @@ def test_plan_chunks_covers_every_model_once_and_groups_similar_sizes():
 def test_bad_config_values_are_rejected(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
+
+
+def test_kernel_choice_is_checked():
+    with pytest.raises(ConfigError, match="kernel must be one of"):
+        TrainConfig(kernel="numba")
+    dbs, stack = mixed_stack()
+
+    class NoFusedStep:  # a model family without a compiled step
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            if name == "has_fused_step":
+                raise AttributeError(name)
+            return getattr(self.inner, name)
+
+    with pytest.raises(ConfigError, match="has no fused step"):
+        train(NoFusedStep(stack), FactSequences.from_databases(dbs), TrainConfig(kernel="fused", max_epochs=1))
+    with pytest.raises(ConfigError, match="has no fused step"):
+        train(stack, FactSequences.from_databases(dbs), TrainConfig(kernel="fused", device="meta", max_epochs=1))
+
+
+def test_fused_and_autograd_training_agree_in_float32():
+    """The default path (fused, float32) follows the autograd path closely over 100 epochs."""
+    dbs, stack = mixed_stack(dtype=torch.float32)
+    runs = {k: train(stack, FactSequences.from_databases(dbs),
+                     TrainConfig(kernel=k, max_epochs=100, stop_tau=None, adam=AdamConfig(lr=0.02)))
+            for k in KERNELS}
+    for i in range(len(dbs)):
+        a, b = runs["fused"].results[i], runs["autograd"].results[i]
+        assert a.loss == pytest.approx(b.loss, rel=1e-3, abs=1e-4)
+        for n, w in runs["fused"].model.model_weights(i).items():
+            torch.testing.assert_close(w, runs["autograd"].model.model_weights(i)[n], rtol=1e-3, atol=1e-3)
+
+
+def test_fused_training_does_not_depend_on_the_thread_count():
+    dbs, stack = mixed_stack(dtype=torch.float32)
+    data = FactSequences.from_databases(dbs)
+    runs = [train(stack, data, TrainConfig(kernel="fused", max_epochs=30, stop_tau=None, threads=t)) for t in (1, 2)]
+    for i in range(len(dbs)):
+        for n, w in runs[0].model.model_weights(i).items():
+            assert torch.equal(w, runs[1].model.model_weights(i)[n])

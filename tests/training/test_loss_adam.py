@@ -41,7 +41,8 @@ def test_fused_loss_matches_cross_entropy_values_and_gradients(dtype):
     assert gw[1, :, 6:].abs().max() < (1e-290 if dtype == torch.float64 else 1e-30)
 
 
-def test_stacked_adam_is_per_model_adamw_and_leaves_inactive_models_alone():
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch", "compiled"])
+def test_stacked_adam_is_per_model_adamw_and_leaves_inactive_models_alone(compiled):
     g = torch.Generator().manual_seed(1)
     p0 = {"a": torch.randn(4, 3, 5, generator=g, dtype=torch.float64), "b": torch.randn(4, 7, generator=g, dtype=torch.float64)}
     cfg = AdamConfig(lr=0.01, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.1)
@@ -50,7 +51,7 @@ def test_stacked_adam_is_per_model_adamw_and_leaves_inactive_models_alone():
     grads_seq = [{n: torch.randn(p.shape, generator=g, dtype=torch.float64) for n, p in p0.items()} for _ in range(6)]
     active_seq = [torch.tensor([1, 1, 0, 1], dtype=torch.bool)] * 3 + [torch.tensor([1, 0, 1, 1], dtype=torch.bool)] * 3
     for grads, active in zip(grads_seq, active_seq):
-        adam.step(params, grads, active)
+        adam.step(params, grads, active, compiled=compiled)
     for m in range(4):
         ref = {n: p[m].clone().requires_grad_(True) for n, p in p0.items()}
         opt = torch.optim.AdamW(list(ref.values()), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
@@ -62,3 +63,23 @@ def test_stacked_adam_is_per_model_adamw_and_leaves_inactive_models_alone():
         for n in ref:
             torch.testing.assert_close(params[n][m], ref[n].detach(), rtol=1e-12, atol=1e-12)
     assert adam.steps.tolist() == [6, 3, 3, 6]
+
+
+def test_compiled_adam_equals_torch_adam_in_float32_and_ignores_nan_in_inactive_rows():
+    g = torch.Generator().manual_seed(4)
+    p0 = torch.randn(5, 40, generator=g)
+    cfg = AdamConfig(lr=0.03, weight_decay=0.05)
+    runs = {}
+    for compiled in (False, True):
+        p = {"flat": p0.clone()}
+        adam = StackedAdam(p, cfg)
+        gen = torch.Generator().manual_seed(5)
+        for step in range(8):
+            grad = torch.randn(5, 40, generator=gen)
+            active = torch.tensor([True, step % 2 == 0, True, False, True])
+            grad[3] = float("nan")                      # never active: must not leak in
+            adam.step(p, {"flat": grad}, active, compiled=compiled)
+        runs[compiled] = (p["flat"], adam)
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-6, atol=1e-6)
+    assert torch.equal(runs[True][0][3], p0[3]) and (runs[True][1].exp_avg["flat"][3] == 0).all()
+    assert runs[True][1].steps.tolist() == [8, 4, 8, 0, 8]

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from factlab.errors import ConfigError
+from factlab.models import attention_kernel
 
 WEIGHT_NAMES = ("W_E", "W_U", "W_Q", "W_K", "W_V", "W_O")
 
@@ -227,6 +228,65 @@ class AttentionStack:
 
     def _masked(self, weights):
         return self.weights if weights is None else {n: weights[n] * self.masks[n] for n in WEIGHT_NAMES}
+
+    # ------------------------------------------------------------------ compiled training step
+    def has_fused_step(self, device: str | torch.device) -> bool:
+        """Whether :meth:`fused_loss_and_grad` can run on ``device`` (CPU, numba importable)."""
+        return torch.device(device).type == "cpu" and attention_kernel.available()
+
+    def fused_loss_and_grad(self, flat: torch.Tensor, batch, *, grad: bool = True, metrics: bool = True,
+                            models: torch.Tensor | None = None, threads: int | None = None):
+        """Each model's loss, metrics and gradient in one compiled pass (CPU; see
+        :mod:`factlab.models.attention_kernel`), the same quantities as the autograd path
+        (:meth:`residual` with :func:`~factlab.training.loss.unembed_cross_entropy`).
+
+        ``flat (M, P)`` holds each model's weights in one row, the padded shapes of
+        :attr:`weights` flattened and concatenated in their order; ``batch`` is a
+        :class:`~factlab.training.data.Batch`. ``models`` (bool ``(M,)``) limits the work
+        to some models; the others get loss 0 and gradient 0. Returns ``(loss (M,), nll
+        (M, B, n), argmax (M, B, n) or None, grad (M, P) or None)``; ``loss`` is float64.
+        The gradient lives in a buffer of this stack that the next call overwrites.
+        """
+        if flat.device.type != "cpu":
+            raise ConfigError("the fused step runs on CPU only")
+        if not attention_kernel.available():
+            raise ConfigError("the fused step needs numba (pip install numba)")
+        flat_np = flat.detach().contiguous().numpy()
+        inputs, targets, weight, rows = self._kernel_batch(batch, flat.dtype)
+        chosen = np.arange(self.n_models) if models is None else np.flatnonzero(models.cpu().numpy())
+        out = None
+        if grad:
+            out = getattr(self, "_grad_buffer", None)
+            if out is None or out.shape != flat_np.shape or out.dtype != flat_np.dtype:
+                out = self._grad_buffer = np.empty_like(flat_np)
+        T, D = self.weights["W_E"].shape[1:]
+        H, _, A = self.weights["W_Q"].shape[1:]
+        pad = np.array([T, D, H, A, self.weights["W_V"].shape[-1]], dtype=np.int64)  # padded T, D, H, A, B
+        loss, nll, argmax, g = attention_kernel.loss_and_grad(
+            flat_np, self._kernel_dims(), pad, inputs, targets, weight, rows, chosen, grad_out=out,
+            want_argmax=metrics, threads=threads or torch.get_num_threads())
+        return (torch.from_numpy(loss), torch.from_numpy(nll), torch.from_numpy(argmax) if metrics else None,
+                torch.from_numpy(g) if grad else None)
+
+    def _kernel_dims(self) -> np.ndarray:
+        """``(M, 5)``: each model's own T, D, H, A, B."""
+        dims = getattr(self, "_dims", None)
+        if dims is None:
+            dims = self._dims = np.array([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo)
+                                          for c in self.configs], dtype=np.int64)
+        return dims
+
+    def _kernel_batch(self, batch, dtype: torch.dtype):
+        """The batch as the kernel's numpy arrays; kept for the next call with the same batch
+        object (the engine passes the same full batch every epoch)."""
+        cached = getattr(self, "_batch_arrays", None)
+        if cached is not None and cached[0] is batch and cached[1] == dtype:
+            return cached[2]
+        weight = batch.weight.to(dtype)
+        arrays = (batch.inputs.contiguous().numpy(), batch.targets.contiguous().numpy(),
+                  weight.contiguous().numpy(), (batch.evaluated | (weight > 0).any(dim=2)).numpy())
+        self._batch_arrays = (batch, dtype, arrays)
+        return arrays
 
     def circuits(self) -> dict[str, torch.Tensor]:
         """The circuits of each layer (Wong 2025, sec. 3), padded to T:

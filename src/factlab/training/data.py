@@ -52,6 +52,7 @@ class FactSequences:
     def __init__(self, sequences: torch.Tensor, valid: torch.Tensor):
         self.sequences = sequences  # (M, N, 3)
         self.valid = valid          # (M, N) bool
+        self._full: Batch | None = None
 
     @classmethod
     def from_databases(cls, databases: Sequence[Database], *, device: str | torch.device = "cpu") -> "FactSequences":
@@ -83,8 +84,10 @@ class FactSequences:
         return FactSequences(self.sequences.to(device), self.valid.to(device))
 
     def full_batch(self) -> Batch:
-        """Every sequence of every model."""
-        return self._batch(self.sequences, self.valid)
+        """Every sequence of every model (made once, then the same object every call)."""
+        if self._full is None:
+            self._full = self._batch(self.sequences, self.valid)
+        return self._full
 
     def epoch(self, batch_size: int | None, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """One epoch: the full batch, or minibatches of ``batch_size`` sequences per model.
@@ -107,7 +110,7 @@ class FactSequences:
 
     @staticmethod
     def _batch(seq: torch.Tensor, valid: torch.Tensor) -> Batch:
-        inputs, targets = seq[..., :-1], seq[..., 1:]                       # (M, B, 2)
+        inputs, targets = seq[..., :-1].contiguous(), seq[..., 1:].contiguous()  # (M, B, 2)
         per_model = (valid.sum(dim=1, keepdim=True) * inputs.shape[-1]).clamp(min=1)  # (M, 1)
         weight = (valid.double() / per_model)[..., None].expand(inputs.shape)  # float64; cast by the engine
         return Batch(inputs, targets, weight.contiguous(), valid)

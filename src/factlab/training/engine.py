@@ -7,6 +7,11 @@ stream and the unembedding), ``token_mask``, ``select``/``take(index)``, ``with_
 a data stack provides ``epoch(batch_size, generator)`` yielding :class:`~factlab.training.data.Batch`
 objects, ``full_batch()`` and ``take(index)``.
 
+A model family may also offer a compiled CPU step, ``has_fused_step(device)`` and
+``fused_loss_and_grad(flat, batch, ...)`` (the attention layers do; see
+:mod:`factlab.models.attention_kernel`), which the engine then uses in place of autograd
+(``TrainConfig.kernel``).
+
 Each model's loss is its own mean next-token cross-entropy; the engine sums them, so every
 model gets exactly its own gradient, and :class:`~factlab.training.adam.StackedAdam` steps
 each model as Adam would alone. Models are trained in chunks (grouped by the sizes that set
@@ -30,6 +35,7 @@ from factlab.training.adam import AdamConfig, StackedAdam
 from factlab.training.loss import unembed_cross_entropy, vocab_bias
 
 DEFAULT_TAUS = (0.5, 0.75, 0.95, 0.99)
+KERNELS = ("auto", "fused", "autograd")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class TrainConfig:
     dtype: str = "float32"
     threads: int | None = None         # torch intra-op threads; None leaves torch's setting
     deterministic: bool = True         # on CPU, train under torch's deterministic algorithms (see train())
+    kernel: str = "auto"               # "fused", "autograd" or "auto" (see train())
     seed: int = 0                      # for minibatch shuffling
 
     def __post_init__(self):
@@ -70,6 +77,8 @@ class TrainConfig:
             raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, got {self.kernel!r}")
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,14 @@ def train(model, data, config: TrainConfig = TrainConfig(), *,
     Models are cut into chunks of similar padded size (:func:`plan_chunks`), each trained
     to the end before the next; ``progress(n)`` is called with the number of models done.
 
+    ``config.kernel`` picks how each step's loss and gradient are computed. ``"autograd"``:
+    the model's ``residual`` and the fused unembedding cross-entropy, differentiated by
+    torch, on any device. ``"fused"``: the model family's compiled CPU step
+    (``model.fused_loss_and_grad``; the attention layers have one, see
+    :mod:`factlab.models.attention_kernel`), which computes the same quantities without
+    padding; an error where the family or device has none. ``"auto"`` (default): fused
+    where available, else autograd.
+
     On CPU with ``config.deterministic`` (the default) training runs under
     ``torch.use_deterministic_algorithms(True)``, restored afterwards. Without it, some CPU
     kernel accumulates in an order that follows thread timing: on a loaded machine, runs
@@ -153,7 +170,18 @@ def train(model, data, config: TrainConfig = TrainConfig(), *,
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     with _deterministic(config.deterministic and torch.device(config.device).type == "cpu"):
-        return _train(model, data, config, progress)
+        if not _use_fused(model, config):
+            return _train(model, data, config, progress, fused=False, threads=torch.get_num_threads())
+        # The compiled steps run on their own threads; torch, left with only small
+        # bookkeeping, runs on one, so that its idle OpenMP workers (which spin for a
+        # while after each parallel region) do not take the cores from them. Measured on
+        # 2 cores: half the time per epoch.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return _train(model, data, config, progress, fused=True, threads=threads)
+        finally:
+            torch.set_num_threads(threads)
 
 
 @contextmanager
@@ -168,7 +196,7 @@ def _deterministic(on: bool):
         torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
-def _train(model, data, config: TrainConfig, progress) -> TrainResult:
+def _train(model, data, config: TrainConfig, progress, fused: bool, threads: int) -> TrainResult:
     dtype = getattr(torch, config.dtype)
     M = model.n_models
     if data.n_models != M:
@@ -180,10 +208,13 @@ def _train(model, data, config: TrainConfig, progress) -> TrainResult:
     per_model: list[dict | None] = [None] * M
     model_epochs = 0
     done = 0
-    for chunk_no, idx in enumerate(plan_chunks(sizes, vocab, config.chunk_size)):
+    # padding costs the fused step memory only, not time: plain slices of the sorted order
+    chunks = _slices(sizes, vocab, config.chunk_size) if fused else plan_chunks(sizes, vocab, config.chunk_size)
+    for chunk_no, idx in enumerate(chunks):
         sub_model = model.select(idx).to(config.device, dtype)  # re-padded to the chunk's own sizes
         sub_data = data.take(torch.tensor(idx, dtype=torch.long, device=data.sequences.device)).to(config.device)
-        chunk_results, weights, epochs = _train_chunk(sub_model, sub_data, config, seed=config.seed + chunk_no)
+        chunk_results, weights, epochs = _train_chunk(sub_model, sub_data, config, seed=config.seed + chunk_no,
+                                                      fused=fused, threads=threads)
         model_epochs += epochs
         trained_chunk = sub_model.with_weights(weights).to("cpu")
         for j, i in enumerate(idx):
@@ -194,6 +225,21 @@ def _train(model, data, config: TrainConfig, progress) -> TrainResult:
             progress(done)
     trained = type(model).from_weights(model.configs, per_model)
     return TrainResult(results, trained, config, time.perf_counter() - start, model_epochs)
+
+
+def _use_fused(model, config: TrainConfig) -> bool:
+    has = getattr(model, "has_fused_step", None)
+    available = has is not None and has(config.device)
+    if config.kernel == "fused" and not available:
+        raise ConfigError(f"kernel='fused': {type(model).__name__} has no fused step on {config.device!r} "
+                          "(it needs a CPU device and numba); use kernel='autograd' or 'auto'")
+    return available and config.kernel != "autograd"
+
+
+def _slices(sizes: Sequence[int], vocab: Sequence[int], max_chunk: int) -> list[list[int]]:
+    """Models sorted by (dataset size, vocabulary size), cut into runs of ``max_chunk``."""
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], vocab[i]))
+    return [order[i:i + max_chunk] for i in range(0, len(order), max_chunk)]
 
 
 # Cost model of one training step of a chunk, fitted on 2 CPU cores: a fixed overhead
@@ -233,7 +279,7 @@ def plan_chunks(sizes: Sequence[int], vocab: Sequence[int], max_chunk: int) -> l
     return chunks[::-1]
 
 
-def _train_chunk(model, data, cfg: TrainConfig, seed: int):
+def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads: int):
     """Train one chunk; returns (results in chunk order, final weights, model-epochs run)."""
     M = model.n_models
     device = model.weights["W_E"].device
@@ -254,6 +300,20 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
     model_epochs = 0
     full_batch = cfg.batch_size is None or cfg.batch_size >= data.sequences.shape[1]
 
+    def objective(batch, want_grad: bool, metrics: bool):
+        """At the current weights: ``(loss (M,), nll, argmax, grad (M, P) or None)``.
+        A model whose loss is not finite gets no usable gradient (Adam skips it)."""
+        if fused:
+            return model.fused_loss_and_grad(params.flat, batch, grad=want_grad, metrics=metrics,
+                                             models=active, threads=threads)
+        with torch.set_grad_enabled(want_grad):
+            loss, nll, argmax = forward_loss(model, params.views(), batch, bias, metrics)
+        grad = None
+        if want_grad:
+            finite = torch.isfinite(loss.detach())
+            (grad,) = torch.autograd.grad(loss.where(finite, 0).sum(), [params.flat])
+        return loss.detach(), nll, argmax, grad
+
     def retire(rows: torch.Tensor, status: str, epoch: int, loss, acc, tau_acc):
         for r in rows.tolist():
             i = int(ids[r])
@@ -271,24 +331,27 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
         for b_i, batch in enumerate(batches):
             W = params.views()
             if full_batch:
-                with torch.set_grad_enabled(not last):
-                    loss, nll, argmax = forward_loss(model, W, batch, bias, metrics=check)
+                loss, nll, argmax, grad = objective(batch, want_grad=not last, metrics=check)
             if check and b_i == 0:
                 # every decision is taken on the weights as they are before this epoch's updates
                 if not full_batch:
-                    with torch.no_grad():
-                        ev = data.full_batch()
-                        eval_loss, nll_e, argmax_e = forward_loss(model, W, ev, bias)
-                        acc, tau_acc = last_token_metrics(nll_e, argmax_e, ev, cfg.taus)
+                    ev = data.full_batch()
+                    eval_loss, nll_e, argmax_e, _ = objective(ev, want_grad=False, metrics=True)
+                    acc, tau_acc = last_token_metrics(nll_e, argmax_e, ev, cfg.taus)
                 else:
-                    eval_loss = loss.detach()
+                    eval_loss = loss
                     acc, tau_acc = last_token_metrics(nll, argmax, batch, cfg.taus)
                 stop = ~torch.isfinite(eval_loss) & active
                 retire(torch.nonzero(stop).flatten(), "diverged", epoch, eval_loss, acc, tau_acc)
                 if curves is not None and epoch % cfg.curve_every == 0:
                     _record(curves, ids, active & ~stop, epoch, eval_loss, acc, tau_acc, cfg.taus)
                 if cfg.stop_tau is not None:
-                    reached = tau_acc[:, stop_j] >= 1.0 if stop_j is not None else _tau_reached(model, W, data, cfg.stop_tau, bias)
+                    if stop_j is not None:
+                        reached = tau_acc[:, stop_j] >= 1.0
+                    else:
+                        ev = data.full_batch()
+                        _, nll_e, argmax_e, _ = objective(ev, want_grad=False, metrics=True)
+                        reached = last_token_metrics(nll_e, argmax_e, ev, (cfg.stop_tau,))[1][:, 0] >= 1.0
                     now = active & ~stop & reached
                     retire(torch.nonzero(now).flatten(), "memorized", epoch, eval_loss, acc, tau_acc)
                     stop |= now
@@ -306,10 +369,9 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int):
             if not active.any():
                 break
             if not full_batch:
-                loss, _, _ = forward_loss(model, W, batch, bias, metrics=False)
-            finite = torch.isfinite(loss.detach())
-            (grad,) = torch.autograd.grad(loss.where(finite, 0).sum(), [params.flat])
-            adam.step({"flat": params.flat}, {"flat": grad}, active & finite & batch.has_data)
+                loss, _, _, grad = objective(batch, want_grad=True, metrics=False)
+            adam.step({"flat": params.flat}, {"flat": grad}, active & torch.isfinite(loss) & batch.has_data,
+                      threads=threads)
         if not active.any():
             break
         model_epochs += int(active.sum())
@@ -357,11 +419,3 @@ def _record(curves, ids, rows, epoch, loss, acc, tau_acc, taus):
         cv["accuracy"].append(float(acc[r]))
         for j, t in enumerate(taus):
             cv[f"tau_{t:g}"].append(float(tau_acc[r, j]))
-
-
-def _tau_reached(model, W, data, tau: float, bias) -> torch.Tensor:
-    batch = data.full_batch()
-    with torch.no_grad():
-        _, nll, argmax = forward_loss(model, W, batch, bias)
-        _, tau_acc = last_token_metrics(nll, argmax, batch, (tau,))
-    return tau_acc[:, 0] >= 1.0

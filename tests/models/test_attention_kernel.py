@@ -1,0 +1,111 @@
+"""The compiled step of the attention layers against torch's autograd on the same stack."""
+
+import numpy as np
+import pytest
+import torch
+
+from factlab.databases.generators import RandomDatabaseConfig, random_database
+from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
+from factlab.training.data import Batch, FactSequences
+from factlab.training.engine import _FlatParams, forward_loss
+from factlab.training.loss import vocab_bias
+
+# (d_model, n_heads, d_head_qk, d_head_vo), all different so that a swapped axis shows
+SHAPES = [(3, 2, 1, 3), (5, 1, 5, 2), (4, 3, 2, 2), (6, 4, 6, 5), (2, 1, 1, 1), (1, 2, 1, 1)]
+
+
+def stack_and_data(dtype, seed=0):
+    dbs = [random_database(RandomDatabaseConfig(n_subjects=3 + 4 * i, n_predicates=1 + i % 4,
+                                                n_objects=3 + 2 * i, density=0.7), seed=seed + i)
+           for i in range(len(SHAPES))]
+    configs = [AttentionLayerConfig(db.n_tokens, *shape) for db, shape in zip(dbs, SHAPES)]
+    return AttentionStack.init(configs, seed=seed, dtype=dtype), FactSequences.from_databases(dbs)
+
+
+def autograd_step(stack, flat, batch):
+    params = _FlatParams(stack.weights, flat)
+    loss, nll, argmax = forward_loss(stack, params.views(), batch, vocab_bias(stack.token_mask, flat.dtype))
+    (grad,) = torch.autograd.grad(loss.sum(), [params.flat])
+    return loss.detach(), nll, argmax, grad
+
+
+def random_flat(stack, seed):
+    """Random weights (not the initial ones, so nothing is special), zero in the padding."""
+    g = torch.Generator().manual_seed(seed)
+    W = {n: torch.randn(w.shape, generator=g, dtype=w.dtype) * stack.masks[n] for n, w in stack.weights.items()}
+    return _FlatParams(W).flat.detach()
+
+
+def assert_same(fused, ref, batch, tol):
+    loss, nll, argmax, grad = fused
+    r_loss, r_nll, r_argmax, r_grad = ref
+    ev = batch.evaluated
+    torch.testing.assert_close(loss, r_loss.double(), rtol=tol, atol=tol)
+    torch.testing.assert_close(nll[ev], r_nll[ev], rtol=tol, atol=tol)
+    assert torch.equal(argmax[ev], r_argmax[ev])
+    torch.testing.assert_close(grad, r_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+def test_full_batch_matches_autograd(dtype, tol):
+    stack, data = stack_and_data(dtype)
+    flat = random_flat(stack, 1)
+    batch = data.full_batch()
+    assert_same(stack.fused_loss_and_grad(flat, batch), autograd_step(stack, flat, batch), batch, tol)
+
+
+def test_shuffled_minibatches_match_autograd():
+    """Shuffled order breaks the runs of equal prefixes; padding rows sit among real ones."""
+    stack, data = stack_and_data(torch.float64, seed=5)
+    flat = random_flat(stack, 2)
+    for batch in data.epoch(7, torch.Generator().manual_seed(3)):
+        assert_same(stack.fused_loss_and_grad(flat, batch), autograd_step(stack, flat, batch), batch, 1e-10)
+
+
+def test_longer_sequences_match_autograd():
+    """The kernel is written for any sequence length: random sequences of 4 input tokens."""
+    stack, _ = stack_and_data(torch.float64, seed=2)
+    M, S, n = stack.n_models, 9, 4
+    g = torch.Generator().manual_seed(0)
+    vocab = torch.tensor([c.n_tokens for c in stack.configs])
+    tokens = (torch.rand(M, S, n + 1, generator=g) * vocab[:, None, None]).long()
+    tokens[:, 1:3, :2] = tokens[:, :1, :2]              # shared prefixes, as facts of one subject have
+    evaluated = torch.rand(M, S, generator=g) < 0.8
+    weight = evaluated[..., None].double().expand(M, S, n) / (evaluated.sum(1) * n).clamp(min=1)[:, None, None]
+    batch = Batch(tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous(), weight.contiguous(), evaluated)
+    flat = random_flat(stack, 4)
+    assert_same(stack.fused_loss_and_grad(flat, batch), autograd_step(stack, flat, batch), batch, 1e-10)
+
+
+def test_model_subset_and_thread_count():
+    stack, data = stack_and_data(torch.float32)
+    flat = random_flat(stack, 3)
+    batch = data.full_batch()
+    full = stack.fused_loss_and_grad(flat, batch, threads=1)
+    full = [t.clone() for t in full]                    # the gradient buffer is reused by the next call
+    two = stack.fused_loss_and_grad(flat, batch, threads=2)
+    for a, b in zip(full, two):
+        assert torch.equal(a, b)                        # each model runs whole on one thread
+    some = torch.tensor([True, False, True, True, False, False])
+    loss, _, _, grad = stack.fused_loss_and_grad(flat, batch, models=some, threads=2)
+    assert torch.equal(loss[some], full[0][some]) and torch.equal(grad[some], full[3][some])
+    assert (loss[~some] == 0).all() and (grad[~some] == 0).all()
+
+
+def test_gradient_is_zero_in_the_padding():
+    stack, data = stack_and_data(torch.float32)
+    grad = stack.fused_loss_and_grad(random_flat(stack, 6), data.full_batch())[3]
+    mask = _FlatParams(stack.masks).flat.detach()
+    assert (grad[mask == 0] == 0).all() and (grad[mask == 1] != 0).any()
+
+
+def test_non_finite_weights_give_a_non_finite_loss_for_that_model_only():
+    stack, data = stack_and_data(torch.float32)
+    flat = random_flat(stack, 7)
+    clean = [t.clone() for t in stack.fused_loss_and_grad(flat, data.full_batch())]
+    T, D = stack.weights["W_E"].shape[1:]
+    flat[2, T * D] = float("nan")                       # model 2's W_U[0, 0] (W_U follows W_E in a row)
+    loss, _, _, grad = stack.fused_loss_and_grad(flat, data.full_batch())
+    assert not np.isfinite(float(loss[2]))
+    others = torch.arange(len(SHAPES)) != 2
+    assert torch.equal(loss[others], clean[0][others]) and torch.equal(grad[others], clean[3][others])
