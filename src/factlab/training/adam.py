@@ -56,11 +56,6 @@ class StackedAdam:
         ``compiled``: use the compiled CPU step (None: wherever it can run, see
         :meth:`can_compile`), on ``threads`` threads (None: torch's setting).
         """
-        if compiled is None:
-            compiled = self.can_compile(params, grads)
-        if compiled:
-            self._step_compiled(params, grads, active, threads or torch.get_num_threads())
-            return
         c = self.config
         b1, b2 = c.betas
         self.steps += active.long()
@@ -68,6 +63,11 @@ class StackedAdam:
         dtype = first_dtype(params)
         bc1 = (1 - b1 ** t).to(dtype)  # (M,) bias corrections, computed in float64 as torch.optim does
         bc2 = (1 - b2 ** t).to(dtype)
+        if compiled is None:
+            compiled = self.can_compile(params, grads)
+        if compiled:
+            self._step_compiled(params, grads, active, bc1, bc2, threads or torch.get_num_threads())
+            return
         for name, p in params.items():
             g = grads[name]
             shape = (-1,) + (1,) * (p.dim() - 1)
@@ -91,18 +91,18 @@ class StackedAdam:
         return all(t.device.type == "cpu" and t.dtype == dtype and t.dtype in (torch.float32, torch.float64)
                    and t.dim() >= 1 and t.is_contiguous() for t in tensors)
 
-    def _step_compiled(self, params, grads, active, threads: int) -> None:
+    def _step_compiled(self, params, grads, active, bc1, bc2, threads: int) -> None:
+        """The update of :meth:`step` (step counts already advanced) by :func:`_adam_rows`."""
         c = self.config
         b1, b2 = c.betas
-        self.steps += active.long()
         rows = torch.nonzero(active).flatten().numpy()
-        t = self.steps.clamp(min=1).double()
-        bc = torch.stack([1 - b1 ** t, 1 - b2 ** t], dim=1)      # float64, as torch.optim computes them
+        bc = torch.stack([bc1, bc2], dim=1).numpy()
+        k = torch.tensor([b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=bc1.dtype).numpy()
         for name, p in params.items():
-            M, dtype = p.shape[0], p.dtype
-            k = torch.tensor([b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=dtype).numpy()
-            rows_of = [t.detach().reshape(M, -1).numpy() for t in (p, grads[name], self.exp_avg[name], self.exp_avg_sq[name])]
-            run_split(_adam_rows, rows, np.ones(M), threads, *rows_of, bc.to(dtype).numpy(), k)
+            M = p.shape[0]
+            rows_of = [x.detach().reshape(M, -1).numpy()
+                       for x in (p, grads[name], self.exp_avg[name], self.exp_avg_sq[name])]
+            run_split(_adam_rows, rows, np.ones(M), threads, *rows_of, bc, k)
 
     def take(self, index: torch.Tensor) -> "StackedAdam":
         """The state of the models at ``index``."""
