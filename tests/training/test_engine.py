@@ -128,6 +128,23 @@ def test_early_stopping_when_tau_accuracy_reaches_one(kernel):
     assert (p >= 0.95).all()
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_stop_tau_outside_the_reported_taus_stops_as_if_reported(kernel):
+    """stop_tau need not be one of the reported taus: it is evaluated beside them, and the
+    run stops where a run that also reports it stops."""
+    db = Database.from_triples([("a", "r", "x"), ("b", "r", "y"), ("c", "s", "x")])
+    stack = AttentionStack.init([AttentionLayerConfig(db.n_tokens, 6, 2, 3, 6)], seed=0)
+    runs = [train(stack, FactSequences.from_databases([db]),
+                  TrainConfig(kernel=kernel, max_epochs=2000, stop_tau=0.9, taus=taus, eval_every=5,
+                              adam=AdamConfig(lr=0.1)))
+            for taus in ((0.5,), (0.5, 0.9))]
+    hidden, shown = runs[0].results[0], runs[1].results[0]
+    assert hidden.status == shown.status == "memorized" and hidden.epochs == shown.epochs < 2000
+    assert set(hidden.tau_accuracy) == {0.5} and shown.tau_accuracy[0.9] == 1.0
+    for n, w in runs[0].model.model_weights(0).items():
+        assert torch.equal(w, runs[1].model.model_weights(0)[n])
+
+
 def test_plateau_stops_a_model_that_cannot_improve():
     dbs, stack = mixed_stack()
     res = train(stack, FactSequences.from_databases(dbs),

@@ -236,9 +236,14 @@ def _use_fused(model, config: TrainConfig) -> bool:
     return available and config.kernel != "autograd"
 
 
+def _size_order(sizes: Sequence[int], vocab: Sequence[int]) -> list[int]:
+    """Model indices sorted by (dataset size, vocabulary size), the order chunks are cut from."""
+    return sorted(range(len(sizes)), key=lambda i: (sizes[i], vocab[i]))
+
+
 def _slices(sizes: Sequence[int], vocab: Sequence[int], max_chunk: int) -> list[list[int]]:
-    """Models sorted by (dataset size, vocabulary size), cut into runs of ``max_chunk``."""
-    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], vocab[i]))
+    """Models in :func:`_size_order`, cut into runs of ``max_chunk``."""
+    order = _size_order(sizes, vocab)
     return [order[i:i + max_chunk] for i in range(0, len(order), max_chunk)]
 
 
@@ -256,7 +261,7 @@ def plan_chunks(sizes: Sequence[int], vocab: Sequence[int], max_chunk: int) -> l
     halves beats that of the whole (dynamic programming over the sorted order, chunks of at
     most ``max_chunk`` models).
     """
-    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], vocab[i]))
+    order = _size_order(sizes, vocab)
     n = len(order)
     N = np.array([max(sizes[i], 1) for i in order], dtype=np.float64)
     T = np.array([vocab[i] for i in order], dtype=np.float64)
@@ -296,7 +301,9 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
     since_best = torch.zeros(M, dtype=torch.long, device=device)
     curves = {i: {"epoch": [], "loss": [], "accuracy": [], **{f"tau_{t:g}": [] for t in cfg.taus}}
               for i in range(M)} if cfg.curve_every else None
-    stop_j = cfg.taus.index(cfg.stop_tau) if cfg.stop_tau in cfg.taus else None
+    # the taus evaluated at each check: the reported ones, and stop_tau if it is not among them
+    eval_taus = cfg.taus + ((cfg.stop_tau,) if cfg.stop_tau is not None and cfg.stop_tau not in cfg.taus else ())
+    stop_j = eval_taus.index(cfg.stop_tau) if cfg.stop_tau is not None else None
     model_epochs = 0
     full_batch = cfg.batch_size is None or cfg.batch_size >= data.sequences.shape[1]
 
@@ -334,25 +341,19 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
                 loss, nll, argmax, grad = objective(batch, want_grad=not last, metrics=check)
             if check and b_i == 0:
                 # every decision is taken on the weights as they are before this epoch's updates
-                if not full_batch:
+                if full_batch:
+                    ev, eval_loss, nll_e, argmax_e = batch, loss, nll, argmax
+                else:
                     ev = data.full_batch()
                     eval_loss, nll_e, argmax_e, _ = objective(ev, want_grad=False, metrics=True)
-                    acc, tau_acc = last_token_metrics(nll_e, argmax_e, ev, cfg.taus)
-                else:
-                    eval_loss = loss
-                    acc, tau_acc = last_token_metrics(nll, argmax, batch, cfg.taus)
+                acc, all_tau = last_token_metrics(nll_e, argmax_e, ev, eval_taus)
+                tau_acc = all_tau[:, :len(cfg.taus)]
                 stop = ~torch.isfinite(eval_loss) & active
                 retire(torch.nonzero(stop).flatten(), "diverged", epoch, eval_loss, acc, tau_acc)
                 if curves is not None and epoch % cfg.curve_every == 0:
                     _record(curves, ids, active & ~stop, epoch, eval_loss, acc, tau_acc, cfg.taus)
                 if cfg.stop_tau is not None:
-                    if stop_j is not None:
-                        reached = tau_acc[:, stop_j] >= 1.0
-                    else:
-                        ev = data.full_batch()
-                        _, nll_e, argmax_e, _ = objective(ev, want_grad=False, metrics=True)
-                        reached = last_token_metrics(nll_e, argmax_e, ev, (cfg.stop_tau,))[1][:, 0] >= 1.0
-                    now = active & ~stop & reached
+                    now = active & ~stop & (all_tau[:, stop_j] >= 1.0)
                     retire(torch.nonzero(now).flatten(), "memorized", epoch, eval_loss, acc, tau_acc)
                     stop |= now
                 if cfg.plateau_patience is not None:
