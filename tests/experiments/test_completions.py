@@ -256,6 +256,7 @@ def test_end_to_end_writes_store_figures_claims_report(reproduced):
     for col in ["factlab_version", "torch_version", "train_config", "init_seed", "host", "finished_at"]:
         assert runs[col].notna().all(), col
     assert json.loads(runs["train_config"][0])["stop_tau"] is None
+    assert json.loads(runs["train_config"][0])["kernel_used"] in ("fused", "autograd")
     # effective ranks: an interval per database, the gap of the two upper ends
     assert (dbs["eff_train_lower"] <= dbs["eff_train"]).all() and (dbs["eff_full_lower"] <= dbs["eff_full"]).all()
     assert (dbs["rank_gap"] == dbs["eff_full"] - dbs["eff_train"]).all()

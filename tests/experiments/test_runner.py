@@ -1,11 +1,13 @@
 """A run killed with SIGKILL mid-way and resumed gives the rows of a clean run."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,6 +36,8 @@ def test_clean_run_fills_store(tmp_path, tiny_spec):
     runs = _runs(tmp_path / "a.duckdb")
     assert list(runs["pair_id"]) == list(range(18))
     assert runs["factlab_version"].notna().all() and runs["torch_version"].notna().all()
+    record = json.loads(runs["train_config"][0])     # the step that ran is recorded with the config
+    assert record["engine"]["kernel"] == "auto" and record["kernel_used"] == "fused" and record["numba_version"]
     with pytest.raises(ConfigError, match="--resume"):
         run_experiment(tiny_spec, tmp_path / "a.duckdb", progress=False)
     again = run_experiment(tiny_spec, tmp_path / "a.duckdb", resume=True, progress=False, log=lambda m: None)
@@ -75,10 +79,16 @@ def test_killed_and_resumed_equals_clean(tmp_path, tiny_spec):
 
 
 def test_results_do_not_depend_on_shard_size(tmp_path, tiny_spec):
-    from dataclasses import replace
     other = replace(tiny_spec, runner=replace(tiny_spec.runner, shard_size=18))
     run_experiment(tiny_spec, tmp_path / "a.duckdb", progress=False, log=lambda m: None)
     run_experiment(other, tmp_path / "b.duckdb", progress=False, log=lambda m: None)
     a, b = _runs(tmp_path / "a.duckdb"), _runs(tmp_path / "b.duckdb")
     cols = _metrics(tiny_spec)
     np.testing.assert_allclose(a[cols].to_numpy(float), b[cols].to_numpy(float), atol=1e-4)
+
+
+def test_runner_kernel_reaches_the_engine_and_the_record(tmp_path, tiny_spec):
+    spec = replace(tiny_spec, runner=replace(tiny_spec.runner, kernel="autograd"))
+    run_experiment(spec, tmp_path / "k.duckdb", progress=False, log=lambda m: None)
+    record = json.loads(_runs(tmp_path / "k.duckdb")["train_config"][0])
+    assert record["engine"]["kernel"] == "autograd" and record["kernel_used"] == "autograd"

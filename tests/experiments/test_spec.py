@@ -34,6 +34,7 @@ def test_hash_ignores_runner(tiny_spec):
     ("training = 3", ["[training]", "table"]),
     ("[databases\nn = 3", ["not valid TOML"]),
     ("[databases]\nrank_interval = 1", ["databases.rank_interval", "bool"]),
+    ("[runner]\nkernel = 'numba'", ["runner.kernel", "numba"]),
 ])
 def test_errors_name_key_and_value(text, words):
     with pytest.raises(ConfigError) as e:

@@ -58,7 +58,7 @@ def train_shard(tasks: Sequence[Task], config: TrainConfig, progress: Progress |
         row.update({tau_column(tau): acc for tau, acc in r.tau_accuracy.items()})
         row.update({"init_seed": t.pair.init_seed, "factlab_version": __version__,
                     "torch_version": torch.__version__, "device": config.device, "host": host,
-                    "shard_seconds": seconds})
+                    "shard_seconds": seconds, "kernel": result.kernel})
         rows.append(row)
     return rows
 

@@ -59,6 +59,7 @@ import torch
 from factlab.databases.database import Database
 from factlab.errors import ConfigError
 from factlab.experiments.store import DuckDBStore, connect
+from factlab.models import attention_kernel
 from factlab.models.artifacts import artifacts, next_token_probabilities
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
 from factlab.models.bounds import layer_bounds
@@ -437,7 +438,8 @@ def train_runs(config: CompletionsConfig, runs: list[tuple[int, int, int, int]])
                      **run_metrics(result.model, i, dbs[d][1], dbs[d][2], config.tau)})
     seconds = time.perf_counter() - start
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    prov = {"train_config": json.dumps(asdict(tc), sort_keys=True, default=str), "factlab_version": __version__,
+    record = {**asdict(tc), "kernel_used": result.kernel, "numba_version": attention_kernel.version()}
+    prov = {"train_config": json.dumps(record, sort_keys=True, default=str), "factlab_version": __version__,
             "torch_version": torch.__version__, "host": platform.node(), "shard_seconds": seconds, "finished_at": now}
     return [{**row, **prov} for row in rows], result.model
 

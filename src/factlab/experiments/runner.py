@@ -23,6 +23,7 @@ import torch
 from factlab.errors import ConfigError
 from factlab.experiments import plan
 from factlab.experiments.backends import make_backend
+from factlab.models import attention_kernel
 from factlab.experiments.spec import ExperimentSpec
 from factlab.experiments.store import ResultStore, provenance_json
 from factlab.training.adam import AdamConfig
@@ -45,7 +46,8 @@ def train_config(spec: ExperimentSpec) -> TrainConfig:
     t, r = spec.training, spec.runner
     return TrainConfig(max_epochs=t.max_epochs, adam=AdamConfig(lr=t.lr), stop_tau=t.stop_tau,
                        eval_every=t.eval_every, taus=tuple(spec.thresholds.taus), chunk_size=r.chunk_size,
-                       device=r.device, dtype=t.dtype, threads=r.threads or None, seed=spec.seed)
+                       device=r.device, dtype=t.dtype, threads=r.threads or None, seed=spec.seed,
+                       kernel=r.kernel)
 
 
 def provenance() -> dict:
@@ -85,7 +87,7 @@ def run_experiment(spec: ExperimentSpec, store_path: str | Path, *, resume: bool
         todo = [p for p in pair_list if p.pair_id not in done]
         shard_list = plan.shards(spec, todo, dbs)
         config = train_config(spec)
-        config_json = json.dumps({"engine": _config_dict(config), "spec_hash": spec.hash}, sort_keys=True)
+        record = {"engine": _config_dict(config), "spec_hash": spec.hash}
         be = make_backend(backend, address, threads=spec.runner.threads)
         bar = _bar(len(pair_list), len(done), progress, desc=f"{spec.name}: training pairs")
         trained = 0
@@ -94,7 +96,10 @@ def run_experiment(spec: ExperimentSpec, store_path: str | Path, *, resume: bool
                                   progress=bar.update):
                 now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
                 for row in rows:
-                    row.update({"train_config": config_json, "backend": be.name, "finished_at": now})
+                    # the step that ran, and the compiler behind it, go with the engine config
+                    used = {"kernel_used": row.pop("kernel"), "numba_version": attention_kernel.version()}
+                    row.update({"train_config": json.dumps({**record, **used}, sort_keys=True),
+                                "backend": be.name, "finished_at": now})
                 trained += store.insert("runs", rows)
                 if on_commit is not None:
                     on_commit(i, len(rows))

@@ -5,7 +5,9 @@ grid, how layers and databases are paired, how each pair is trained and the thre
 is scored at, and the seed. Every default is the paper's (548 databases of at most 200
 triples, the 364 layer sizes, 3,947 random pairs, at most 2,000 epochs, argmax and
 τ = 0.5, 0.75, 0.95, 0.99). The ``[runner]`` table says how to run (shard size, threads,
-backend); it does not enter the spec hash, because results do not depend on it.
+device, training step); it does not enter the spec hash: results do not depend on it beyond
+floating-point rounding, and each run records the step that trained it (``kernel_used``
+and ``numba_version`` in its ``train_config``).
 
 Example (every key optional)::
 
@@ -43,6 +45,7 @@ Example (every key optional)::
 
     [runner]
     shard_size = 512
+    kernel = "auto"           # training step: "auto", "fused" (compiled, CPU) or "autograd"
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from factlab.errors import ConfigError
+from factlab.training.engine import KERNELS
 
 
 def _choice(key: str, value, options) -> None:
@@ -165,11 +169,14 @@ class RunnerSpec:
     chunk_size: int = 1024           # models the engine trains together at most
     threads: int = 0                 # torch threads per worker; 0: leave torch's setting
     device: str = "cpu"
+    kernel: str = "auto"             # the training step: "auto", "fused" or "autograd" (TrainConfig.kernel)
 
     def __post_init__(self):
         _at_least("runner.shard_size", self.shard_size, 1)
         _at_least("runner.chunk_size", self.chunk_size, 1)
         _at_least("runner.threads", self.threads, 0)
+        if self.kernel not in KERNELS:
+            raise ConfigError(f"runner.kernel must be one of {', '.join(map(repr, KERNELS))}, got {self.kernel!r}")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,11 @@ def available() -> bool:
     return numba is not None
 
 
+def version() -> str | None:
+    """numba's version, for the provenance of results trained with the kernel (None: absent)."""
+    return numba.__version__ if numba is not None else None
+
+
 def _run_models(models, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
                 want_grad, want_argmax, loss, nll, argmax):
     """Run :func:`_one_model` for each model of ``models`` in turn (one thread's share)."""

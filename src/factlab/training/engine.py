@@ -101,6 +101,7 @@ class TrainResult:
     config: TrainConfig
     seconds: float
     model_epochs: int                    # epochs run, summed over models
+    kernel: str = "autograd"             # the step that ran: "fused" or "autograd" (config.kernel resolved)
 
     def to_frame(self):
         import pandas as pd
@@ -224,7 +225,8 @@ def _train(model, data, config: TrainConfig, progress, fused: bool, threads: int
         if progress is not None:
             progress(done)
     trained = type(model).from_weights(model.configs, per_model)
-    return TrainResult(results, trained, config, time.perf_counter() - start, model_epochs)
+    return TrainResult(results, trained, config, time.perf_counter() - start, model_epochs,
+                       kernel="fused" if fused else "autograd")
 
 
 def _use_fused(model, config: TrainConfig) -> bool:
