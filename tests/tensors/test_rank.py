@@ -17,7 +17,8 @@ from factlab.tensors.rank import (CPSearchConfig, RankBound, RankInterval, _rank
 from paper_examples import FIGURE_1
 
 EXAMPLE_2_4 = [(k, q, "v") for k, q in zip("abcde", "fghij")]
-FAST = CPSearchConfig(restarts=2, max_iter=150)  # a smaller search budget for property tests
+FAST = CPSearchConfig(restarts=2, max_iter=150)
+KERNELS = ["compiled", "torch"]  # a smaller search budget for property tests
 PROPERTY = settings(max_examples=int(__import__("os").environ.get("RANK_EXAMPLES", 12)), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -113,12 +114,14 @@ def test_planted_sum_of_binary_rank_one_terms(r, seed):
     assert interval.lower.value <= interval.upper.value
 
 
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("seed", [236, 255])
-def test_planted_rank_found_across_a_swamp(seed):
+def test_planted_rank_found_across_a_swamp(seed, kernel):
     """Two planted rank-4 tensors whose exact fits plateau for 10-20 iterations before
     converging; the stall rule without the small-problem patience cut them off (upper 8
     and 5, failing CI once)."""
-    assert rank_interval(planted_binary(4, seed), seed=seed % 7).upper.value == 4
+    config = CPSearchConfig(kernel=kernel)
+    assert rank_interval(planted_binary(4, seed), config=config, seed=seed % 7).upper.value == 4
 
 
 def test_real_tensor_of_planted_rank_is_certified():
@@ -175,16 +178,47 @@ def test_batched_path_gives_the_same_intervals_as_one_at_a_time():
     assert [key(b) for b in batched] == [key(a) for a in alone]
 
 
-def test_padding_is_inert():
-    """A problem fitted in a stack with a larger one follows the same iterates as alone."""
-    def problem(shape, rank, seed):
-        g = torch.Generator().manual_seed(seed)
-        T = (torch.rand(shape, generator=g) < 0.4).double()
-        nz = T.nonzero()
-        return cs.Problem(cs.SparseTensor(nz, T[tuple(nz.T)], shape), rank, seed)
+def random_problem(shape, rank, seed, density=0.4, real=False):
+    g = torch.Generator().manual_seed(seed)
+    T = (torch.rand(shape, generator=g) < density).double()
+    if real:
+        T *= torch.randn(shape, generator=g, dtype=torch.float64)
+    nz = T.nonzero()
+    return cs.Problem(cs.SparseTensor(nz, T[tuple(nz.T)], shape), rank, seed)
 
+
+def run_iterations(problems, n_iter, kernel):
+    """``n_iter`` iterations of every problem (none may stop early): the last iterates, unpadded."""
+    config = CPSearchConfig(max_iter=n_iter, min_iter=1000, kernel=kernel)
+    stack = cs._Stack(problems, [cs._start(p) for p in problems])
+    cs._lm(stack, config, torch.zeros(len(problems), dtype=torch.float64), lambda j, f: False)
+    assert len(stack.ids) == len(problems)  # nobody left the stack (none reached loss 0)
+    return [[f[i, :n, :p.rank] for f, n in zip(stack.F, p.tensor.shape)] for i, p in enumerate(problems)], stack
+
+
+@pytest.mark.parametrize("n_iter", [1, 6])
+def test_compiled_iteration_follows_the_torch_iteration(n_iter):
+    """The compiled iteration (each problem at its own sizes) against the batched torch one
+    on a stack of mixed shapes, ranks, densities and a real-valued tensor."""
+    problems = [random_problem((3, 2, 4), 3, 0), random_problem((5, 4, 6), 6, 1),
+                random_problem((7, 3, 5), 4, 2, density=0.7), random_problem((4, 6, 2), 2, 3, real=True),
+                random_problem((9, 8, 7), 11, 4, density=0.2), random_problem((1, 3, 3), 2, 5, density=0.9)]
+    torch_it, _ = run_iterations(problems, n_iter, "torch")
+    compiled_it, _ = run_iterations(problems, n_iter, "compiled")
+    moved = 0.0
+    for p, a, b in zip(problems, torch_it, compiled_it):
+        for x, y, start in zip(a, b, cs._start(p)):
+            torch.testing.assert_close(y, x, rtol=1e-9, atol=1e-10)
+            moved = max(moved, (x - start).abs().max().item())
+    assert moved > 1e-3  # the iterations did move the factors
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_padding_is_inert(kernel):
+    """A problem fitted in a stack with a larger one follows the same iterates as alone."""
+    problem = random_problem
     small, big = problem((3, 2, 4), 3, 0), problem((5, 4, 6), 6, 1)
-    config = CPSearchConfig(max_iter=8, min_iter=100)
+    config = CPSearchConfig(max_iter=8, min_iter=100, kernel=kernel)
     results = []
     for problems in ([small], [small, big]):
         stack = cs._Stack(problems, [cs._start(p) for p in problems])
@@ -214,6 +248,8 @@ def test_bad_inputs_raise_config_errors():
         CPSearchConfig(tol=0.7)
     with pytest.raises(ConfigError, match="patient_size"):
         CPSearchConfig(patient_size=-1)
+    with pytest.raises(ConfigError, match="kernel must be one of auto, compiled, torch, got 'numba'"):
+        CPSearchConfig(kernel="numba")
     with pytest.raises(ConfigError, match="3-way"):
         rank_interval(torch.ones(3, 3))
     with pytest.raises(ConfigError, match="non-finite"):

@@ -44,7 +44,7 @@ import torch
 from factlab.databases.database import Database
 from factlab.errors import ConfigError
 from factlab.tensors.cp_search import (CPSearchConfig, Factors, FiberProblem, Problem, SparseTensor, exact_error,
-                                       fit_exact, fit_fibers, problem_seed)
+                                       fit_exact, fit_fibers, kernel_used, problem_seed)
 from factlab.tensors.database_tensor import proposition_2_1
 
 PRIME = 2**31 - 1  # modulus of the exact flattening ranks
@@ -379,7 +379,8 @@ def _search(blocks: list[_Block], config: CPSearchConfig, seed: int, keys: list[
                     hits[key] = (factors, err)
         return hits
 
-    _bisect(blocks, fit_round, "exact CP (Levenberg-Marquardt", config.max_search_rank)
+    label = f"exact CP (Levenberg-Marquardt, {kernel_used(config)} iteration"
+    _bisect(blocks, fit_round, label, config.max_search_rank)
 
 
 def rank_intervals(xs: Sequence[Database | torch.Tensor], *, config: CPSearchConfig = CPSearchConfig(),
