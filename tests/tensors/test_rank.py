@@ -213,6 +213,23 @@ def test_compiled_iteration_follows_the_torch_iteration(n_iter):
     assert moved > 1e-3  # the iterations did move the factors
 
 
+def test_a_trial_point_with_a_non_finite_loss_is_rejected():
+    """The compiled iteration keeps the factors and the loss it had and raises the damping
+    when its trial point's loss is NaN (here: an infinite entry makes every step NaN)."""
+    from factlab.tensors import cp_kernel
+    problem = random_problem((3, 4, 5), 2, 0)
+    stack = cs._Stack([problem], [cs._start(problem)])
+    stack.values[0, 0] = float("inf")
+    state = cs._kernel_state(stack)
+    X, G, f, mu = state[:4]
+    cp_kernel._start_all(np.array([0]), *state)
+    f[0], mu[0] = 1.0, 1e-3
+    before = X.copy(), G.copy()
+    cp_kernel._step_all(np.array([0]), *state, 6)
+    assert f[0] == 1.0 and mu[0] == 2e-3
+    assert np.array_equal(X, before[0]) and np.array_equal(G, before[1])
+
+
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_padding_is_inert(kernel):
     """A problem fitted in a stack with a larger one follows the same iterates as alone."""

@@ -301,7 +301,7 @@ def _step_all(problems, X, G, f, mu, coords, values, nnz, tn2, off, shape, rank,
 if numba is not None:
     # error_model="numpy": a division by zero gives inf, not an exception whose check would
     # stop loops from vectorising. Helpers are left to LLVM to inline: forcing numba to
-    # inline them made the first compilation 16 s longer for no measurable gain.
+    # inline them made the first compilation a third longer for no measurable gain.
     _options = dict(cache=True, fastmath=_FASTMATH, error_model="numpy")
     (_ata, _mm_add, _dot, _split, _precondition, _gn, _loss, _inv_spd, _load) = (
         njit(**_options)(fn) for fn in (_ata, _mm_add, _dot, _split, _precondition, _gn, _loss, _inv_spd, _load))

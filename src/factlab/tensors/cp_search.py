@@ -287,19 +287,24 @@ def _stops(config: CPSearchConfig, it: int, f0, ago, exact, patient):
     return exact | stalled if it + 1 < config.max_iter else exact | True
 
 
+def _kernel_state(stack: _Stack) -> tuple:
+    """The arrays of :mod:`cp_kernel` for ``stack`` (see its docstring); the loss and the
+    damping are filled by ``cp_kernel._start_all``."""
+    P, R = len(stack.ids), stack.R
+    X = torch.cat(stack.F, 1).numpy().copy()  # (P, S, R)
+    off = np.cumsum([0, *stack.dims])[:3].astype(np.int64)
+    coords, values = stack.coords.numpy(), stack.values.numpy()
+    return (X, np.zeros((P, 3, R, R)), np.zeros(P), np.zeros(P), coords, values, stack.nnz.numpy(),
+            (values**2).sum(1), off, stack.shape.numpy(), stack.rank.numpy())
+
+
 def _lm_compiled(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify, threads: int) -> None:
     """:func:`_lm` with each iteration compiled per problem (:mod:`cp_kernel`), problems
     shared among ``threads`` threads. The stack stays whole: an index of the problems
     still running shrinks instead, and ``stack.F`` ends as every problem's last iterate."""
-    P, R = len(stack.ids), stack.R
-    X = torch.cat(stack.F, 1).numpy().copy()  # (P, S, R)
-    off = np.cumsum([0, *stack.dims])[:3].astype(np.int64)
-    G = np.zeros((P, 3, R, R))
-    f, mu = np.zeros(P), np.zeros(P)
-    coords, values = stack.coords.numpy(), stack.values.numpy()
-    nnz, shape, rank = stack.nnz.numpy(), stack.shape.numpy(), stack.rank.numpy()
-    tn2 = (values**2).sum(1)
-    state = (X, G, f, mu, coords, values, nnz, tn2, off, shape, rank)
+    state = _kernel_state(stack)
+    X, _, f, _, _, _, nnz, _, off, shape, rank = state
+    P = len(X)
     cost = rank * rank * (rank + shape.sum(1)) * (config.cg_iter + 2) + nnz * rank
     target = (0.5 * atol**2).numpy()
     group, patient = stack.group.numpy(), (stack.size <= config.patient_size).numpy()
