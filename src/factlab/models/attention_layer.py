@@ -155,6 +155,9 @@ class AttentionStack:
     def select(self, index: Sequence[int] | torch.Tensor) -> "AttentionStack":
         """The sub-stack of the models at ``index``, re-padded to their own largest sizes."""
         idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
+        pads = lambda configs: [shape[1:] for shape in _padded_shapes(configs).values()]  # noqa: E731
+        if idx and pads([self.configs[i] for i in idx]) == pads(self.configs):
+            return self.take(torch.tensor(idx, dtype=torch.long))  # the same padding: nothing to re-pad
         return AttentionStack.from_weights([self.configs[i] for i in idx],
                                            [self.model_weights(i) for i in idx], device=self.device)
 
@@ -351,11 +354,23 @@ def _padded_shapes(configs: Sequence[AttentionLayerConfig]) -> dict[str, tuple[i
             "W_V": (M, H, D, B), "W_O": (M, H, B, D)}
 
 
+_AXES = {"W_E": "TD", "W_U": "DT", "W_Q": "HDA", "W_K": "HAD", "W_V": "HDB", "W_O": "HBD"}  # padded axes
+
+
 def _masks(configs, dtype, device) -> dict[str, torch.Tensor]:
-    masks = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in _padded_shapes(configs).items()}
-    for i, c in enumerate(configs):
-        for name, shape in c.shapes().items():
-            masks[name][(i,) + tuple(slice(0, s) for s in shape)] = 1
+    """1 where a model has the entry, 0 in its padding: per weight, the product over its
+    axes of ``index < the model's own size``."""
+    own = torch.tensor([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo) for c in configs],
+                       device=device)  # (M, 5)
+    masks = {}
+    for name, shape in _padded_shapes(configs).items():
+        m = torch.ones(shape, dtype=torch.bool, device=device)
+        for k, axis in enumerate(_AXES[name]):
+            view = [len(configs)] + [1] * len(_AXES[name])
+            view[k + 1] = shape[k + 1]
+            size = own[:, "TDHAB".index(axis)]
+            m = m & (torch.arange(shape[k + 1], device=device)[None, :] < size[:, None]).reshape(view)
+        masks[name] = m.to(dtype)
     return masks
 
 

@@ -2,10 +2,10 @@
 
 The engine knows nothing of any one model family. A model stack provides ``weights``
 (a dict of tensors with a leading model axis), ``residual(tokens, weights)`` (the residual
-stream and the unembedding), ``token_mask``, ``select``/``take(index)``, ``with_weights``,
-``model_weights(i)`` and ``from_weights`` (see :class:`~factlab.models.attention_layer.AttentionStack`);
-a data stack provides ``epoch(batch_size, generator)`` yielding :class:`~factlab.training.data.Batch`
-objects, ``full_batch()`` and ``take(index)``.
+stream and the unembedding), ``token_mask``, ``select``/``take(index)``, ``with_weights``
+and ``to(device, dtype)`` (see :class:`~factlab.models.attention_layer.AttentionStack`);
+a data stack provides ``epoch(batch_size, generator)`` yielding
+:class:`~factlab.training.data.Batch` objects, ``full_batch()`` and ``take(index)``.
 
 A model family may also offer a compiled CPU step, ``has_fused_step(device)`` and
 ``fused_loss_and_grad(flat, batch, ...)`` (the attention layers do; see
@@ -206,7 +206,7 @@ def _train(model, data, config: TrainConfig, progress, fused: bool, threads: int
     sizes = data.sizes().tolist()
     vocab = [c.n_tokens for c in model.configs]
     results: list[ModelResult | None] = [None] * M
-    per_model: list[dict | None] = [None] * M
+    trained_w: dict[str, torch.Tensor] = {}  # the trained weights at the input stack's padded shapes
     model_epochs = 0
     done = 0
     # padding costs the fused step memory only, not time: plain slices of the sorted order
@@ -218,13 +218,16 @@ def _train(model, data, config: TrainConfig, progress, fused: bool, threads: int
                                                       fused=fused, threads=threads)
         model_epochs += epochs
         trained_chunk = sub_model.with_weights(weights).to("cpu")
+        rows = torch.tensor(idx, dtype=torch.long)
+        for name, w in trained_chunk.weights.items():  # the chunk's padding fits inside the stack's
+            full = trained_w.setdefault(name, torch.zeros(model.weights[name].shape, dtype=w.dtype))
+            full[(rows,) + tuple(slice(0, n) for n in w.shape[1:])] = w
         for j, i in enumerate(idx):
             results[i] = chunk_results[j]
-            per_model[i] = trained_chunk.model_weights(j)
         done += len(idx)
         if progress is not None:
             progress(done)
-    trained = type(model).from_weights(model.configs, per_model)
+    trained = model.to("cpu", dtype).with_weights(trained_w)
     return TrainResult(results, trained, config, time.perf_counter() - start, model_epochs,
                        kernel="fused" if fused else "autograd")
 
