@@ -327,14 +327,15 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
         return loss.detach(), nll, argmax, grad
 
     def retire(rows: torch.Tensor, status: str, epoch: int, loss, acc, tau_acc):
-        for r in rows.tolist():
-            i = int(ids[r])
-            results[i] = ModelResult(
-                status=status, epochs=epoch, loss=float(loss[r]), accuracy=float(acc[r]),
-                tau_accuracy={t: float(tau_acc[r, j]) for j, t in enumerate(cfg.taus)},
-                curve=curves[i] if curves else None)
-            for n in out_weights:
-                out_weights[n][i] = W[n][r].detach()
+        if not len(rows):
+            return
+        chunk_rows = ids[rows]
+        for n in out_weights:
+            out_weights[n][chunk_rows] = W[n][rows].detach()
+        for i, lo, ac, ta in zip(chunk_rows.tolist(), loss[rows].tolist(), acc[rows].tolist(),
+                                 tau_acc[rows].tolist()):
+            results[i] = ModelResult(status=status, epochs=epoch, loss=lo, accuracy=ac,
+                                     tau_accuracy=dict(zip(cfg.taus, ta)), curve=curves[i] if curves else None)
 
     for epoch in range(cfg.max_epochs + 1):
         last = epoch == cfg.max_epochs
