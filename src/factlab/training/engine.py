@@ -295,12 +295,11 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
     device = model.weights["W_E"].device
     gen = torch.Generator().manual_seed(seed)
     params = _FlatParams(model.weights)  # every weight of a model in one row: one Adam update per step
-    W = params.views()
     adam = StackedAdam({"flat": params.flat}, cfg.adam)
     bias = vocab_bias(model.token_mask, model.weights["W_E"].dtype)  # (M, 1, T)
     ids = torch.arange(M, device=device)          # chunk positions of the rows still in the stack
     active = torch.ones(M, dtype=torch.bool, device=device)
-    out_weights = {n: w.detach().clone() for n, w in W.items()}
+    out_weights = {n: w.detach().clone() for n, w in params.views().items()}
     results: list[ModelResult | None] = [None] * M
     best = torch.full((M,), math.inf, dtype=torch.float64, device=device)
     since_best = torch.zeros(M, dtype=torch.long, device=device)
@@ -310,6 +309,7 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
     eval_taus = cfg.taus + ((cfg.stop_tau,) if cfg.stop_tau is not None and cfg.stop_tau not in cfg.taus else ())
     stop_j = eval_taus.index(cfg.stop_tau) if cfg.stop_tau is not None else None
     model_epochs = 0
+    n_active = M
     full_batch = cfg.batch_size is None or cfg.batch_size >= data.sequences.shape[1]
 
     def objective(batch, want_grad: bool, metrics: bool):
@@ -330,8 +330,8 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
         if not len(rows):
             return
         chunk_rows = ids[rows]
-        for n in out_weights:
-            out_weights[n][chunk_rows] = W[n][rows].detach()
+        for n, w in params.views().items():
+            out_weights[n][chunk_rows] = w[rows].detach()
         for i, lo, ac, ta in zip(chunk_rows.tolist(), loss[rows].tolist(), acc[rows].tolist(),
                                  tau_acc[rows].tolist()):
             results[i] = ModelResult(status=status, epochs=epoch, loss=lo, accuracy=ac,
@@ -342,7 +342,6 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
         check = epoch % cfg.eval_every == 0 or last
         batches = [data.full_batch()] if full_batch else data.epoch(cfg.batch_size, gen)
         for b_i, batch in enumerate(batches):
-            W = params.views()
             if full_batch:
                 loss, nll, argmax, grad = objective(batch, want_grad=not last, metrics=check)
             if check and b_i == 0:
@@ -373,20 +372,20 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
                 if last:
                     retire(torch.nonzero(active).flatten(), "max_epochs", epoch, eval_loss, acc, tau_acc)
                     active[:] = False
-            if not active.any():
+                n_active = int(active.sum())  # active changes only here
+            if not n_active:
                 break
             if not full_batch:
                 loss, _, _, grad = objective(batch, want_grad=True, metrics=False)
             adam.step({"flat": params.flat}, {"flat": grad}, active & torch.isfinite(loss) & batch.has_data,
                       threads=threads)
-        if not active.any():
+        if not n_active:
             break
-        model_epochs += int(active.sum())
-        if check and active.float().mean() < cfg.compact_below:
+        model_epochs += n_active
+        if check and n_active < cfg.compact_below * len(active):
             keep = torch.nonzero(active).flatten()
             model, data, adam = model.take(keep), data.take(keep), adam.take(keep)
             params = params.take(keep)
-            W = params.views()
             ids, active, bias = ids[keep], active[keep], bias[keep]
             best, since_best = best[keep], since_best[keep]
     return results, out_weights, model_epochs
