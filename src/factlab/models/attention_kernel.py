@@ -29,28 +29,8 @@ import math
 
 import numpy as np
 
+from factlab._numba import OPTIONS, available, njit, numba, version  # noqa: F401 (available, version: this module's API)
 from factlab._threads import run_split
-
-try:  # numba is a dependency, but the autograd path must not need it
-    import numba
-    import numba.extending
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
-
-# Reassociation lets loops over the vocabulary vectorise; no 'nnan'/'ninf' flags, so a
-# NaN or infinite loss still propagates and the engine can flag the model as diverged.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-
-
-def available() -> bool:
-    """Whether the compiled kernel can run here (numba importable)."""
-    return numba is not None
-
-
-def version() -> str | None:
-    """numba's version, for the provenance of results trained with the kernel (None: absent)."""
-    return numba.__version__ if numba is not None else None
 
 
 def _run_models(models, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
@@ -371,9 +351,7 @@ def _exp_row_f64(x, T, top, kbuf, kview):
 
 
 if numba is not None:
-    # error_model="numpy": a division by zero gives inf instead of a Python exception,
-    # whose check would stop every loop with a division from vectorising
-    _options = dict(cache=True, fastmath=_FASTMATH, error_model="numpy")
+    _options = OPTIONS
     _inline = dict(_options, inline="always")
     _exp_row_f32 = njit(**_inline)(_exp_row_f32)
     _exp_row_f64 = njit(**_inline)(_exp_row_f64)

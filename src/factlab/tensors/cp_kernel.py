@@ -27,18 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # numba is a dependency, but the torch form must not need it
-    import numba
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    numba = None
-
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # no 'nnan'/'ninf': NaN must propagate
-
-
-def available() -> bool:
-    """Whether the compiled iteration can run here (numba importable)."""
-    return numba is not None
+from factlab._numba import OPTIONS, available, njit, numba  # noqa: F401 (available: this module's API)
 
 
 # ------------------------------------------------------------------ small dense helpers
@@ -299,10 +288,9 @@ def _step_all(problems, X, G, f, mu, coords, values, nnz, tn2, off, shape, rank,
 
 
 if numba is not None:
-    # error_model="numpy": a division by zero gives inf, not an exception whose check would
-    # stop loops from vectorising. Helpers are left to LLVM to inline: forcing numba to
-    # inline them made the first compilation a third longer for no measurable gain.
-    _options = dict(cache=True, fastmath=_FASTMATH, error_model="numpy")
+    # Helpers are left to LLVM to inline: forcing numba to inline them made the first
+    # compilation a third longer for no measurable gain.
+    _options = OPTIONS
     (_ata, _mm_add, _dot, _split, _precondition, _gn, _loss, _inv_spd, _load) = (
         njit(**_options)(fn) for fn in (_ata, _mm_add, _dot, _split, _precondition, _gn, _loss, _inv_spd, _load))
     _start_one, _step_one, _start_all, _step_all = (

@@ -22,12 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from factlab._numba import njit
 from factlab._threads import run_split
-
-try:
-    from numba import njit
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    njit = None
 
 
 @dataclass(frozen=True)
