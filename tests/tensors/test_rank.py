@@ -221,7 +221,7 @@ def test_a_trial_point_with_a_non_finite_loss_is_rejected():
     stack = cs._Stack([problem], [cs._start(problem)])
     stack.values[0, 0] = float("inf")
     state = cs._kernel_state(stack)
-    X, G, f, mu = state[:4]
+    X, G, f, mu = state.X, state.G, state.f, state.mu
     cp_kernel._start_all(np.array([0]), *state)
     f[0], mu[0] = 1.0, 1e-3
     before = X.copy(), G.copy()

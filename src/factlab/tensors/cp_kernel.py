@@ -135,12 +135,12 @@ def _gn(V, Fs, Vs, outs, out, G, W, Q, S, mu, damped):
                 out[i, j] += mu * V[i, j]
 
 
-def _precondition(V, Winv, out, sizes):
+def _precondition(Vs, Winv, outs, out):
+    """``out = V`` times the block-diagonal preconditioner, mode by mode (``Vs``, ``outs``:
+    the per-mode views of ``V``, ``out``)."""
     out[:, :] = 0
-    o = 0
     for m in range(3):
-        _mm_add(V[o:o + sizes[m]], Winv[m], out[o:o + sizes[m]])
-        o += sizes[m]
+        _mm_add(Vs[m], Winv[m], outs[m])
 
 
 def _split(V, sizes):
@@ -225,8 +225,10 @@ def _step_one(p, X, G, f, mu, coords, values, nnz, tn2, off, shape, rank, cg_ite
     Sm = np.empty((R, R))
     step = np.zeros((S_, R))
     res = -grad
+    ress = _split(res, sizes)
     z = np.empty((S_, R))
-    _precondition(res, Winv, z, sizes)
+    zs = _split(z, sizes)
+    _precondition(ress, Winv, zs, z)
     d = z.copy()
     ds = _split(d, sizes)
     Hd = np.empty((S_, R))
@@ -240,7 +242,7 @@ def _step_one(p, X, G, f, mu, coords, values, nnz, tn2, off, shape, rank, cg_ite
             for j in range(R):
                 step[i, j] += alpha * d[i, j]
                 res[i, j] -= alpha * Hd[i, j]
-        _precondition(res, Winv, z, sizes)
+        _precondition(ress, Winv, zs, z)
         rz_new = _dot(res, z)
         beta = rz_new / max(rz, 1e-300) if rz > 0 else 0.0
         for i in range(S_):

@@ -29,6 +29,7 @@ error below 1/2 already rounds back to T; the tolerance asks far more.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -287,15 +288,30 @@ def _stops(config: CPSearchConfig, it: int, f0, ago, exact, patient):
     return exact | stalled if it + 1 < config.max_iter else exact | True
 
 
-def _kernel_state(stack: _Stack) -> tuple:
-    """The arrays of :mod:`cp_kernel` for ``stack`` (see its docstring); the loss and the
-    damping are filled by ``cp_kernel._start_all``."""
+class _KernelState(NamedTuple):
+    """The arrays of :mod:`cp_kernel` for a stack (see its docstring), in the order its
+    functions take them; ``f`` and ``mu`` are filled by ``cp_kernel._start_all``."""
+
+    X: np.ndarray
+    G: np.ndarray
+    f: np.ndarray
+    mu: np.ndarray
+    coords: np.ndarray
+    values: np.ndarray
+    nnz: np.ndarray
+    tn2: np.ndarray
+    off: np.ndarray
+    shape: np.ndarray
+    rank: np.ndarray
+
+
+def _kernel_state(stack: _Stack) -> _KernelState:
     P, R = len(stack.ids), stack.R
-    X = torch.cat(stack.F, 1).numpy().copy()  # (P, S, R)
-    off = np.cumsum([0, *stack.dims])[:3].astype(np.int64)
-    coords, values = stack.coords.numpy(), stack.values.numpy()
-    return (X, np.zeros((P, 3, R, R)), np.zeros(P), np.zeros(P), coords, values, stack.nnz.numpy(),
-            (values**2).sum(1), off, stack.shape.numpy(), stack.rank.numpy())
+    values = stack.values.numpy()
+    return _KernelState(X=torch.cat(stack.F, 1).numpy().copy(), G=np.zeros((P, 3, R, R)), f=np.zeros(P),
+                        mu=np.zeros(P), coords=stack.coords.numpy(), values=values, nnz=stack.nnz.numpy(),
+                        tn2=(values**2).sum(1), off=np.cumsum([0, *stack.dims])[:3].astype(np.int64),
+                        shape=stack.shape.numpy(), rank=stack.rank.numpy())
 
 
 def _lm_compiled(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, verify, threads: int) -> None:
@@ -303,9 +319,9 @@ def _lm_compiled(stack: _Stack, config: CPSearchConfig, atol: torch.Tensor, veri
     shared among ``threads`` threads. The stack stays whole: an index of the problems
     still running shrinks instead, and ``stack.F`` ends as every problem's last iterate."""
     state = _kernel_state(stack)
-    X, _, f, _, _, _, nnz, _, off, shape, rank = state
+    X, f, off, rank = state.X, state.f, state.off, state.rank
     P = len(X)
-    cost = rank * rank * (rank + shape.sum(1)) * (config.cg_iter + 2) + nnz * rank
+    cost = rank * rank * (rank + state.shape.sum(1)) * (config.cg_iter + 2) + state.nnz * rank
     target = (0.5 * atol**2).numpy()
     group, patient = stack.group.numpy(), (stack.size <= config.patient_size).numpy()
     history = np.empty((config.max_iter + 1, P))
