@@ -155,8 +155,7 @@ class AttentionStack:
     def select(self, index: Sequence[int] | torch.Tensor) -> "AttentionStack":
         """The sub-stack of the models at ``index``, re-padded to their own largest sizes."""
         idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
-        pads = lambda configs: [shape[1:] for shape in _padded_shapes(configs).values()]  # noqa: E731
-        if idx and pads([self.configs[i] for i in idx]) == pads(self.configs):
+        if idx and _pads([self.configs[i] for i in idx]) == _pads(self.configs):
             return self.take(torch.tensor(idx, dtype=torch.long))  # the same padding: nothing to re-pad
         return AttentionStack.from_weights([self.configs[i] for i in idx],
                                            [self.model_weights(i) for i in idx], device=self.device)
@@ -352,6 +351,11 @@ def _padded_shapes(configs: Sequence[AttentionLayerConfig]) -> dict[str, tuple[i
     B = max(c.d_head_vo for c in configs)
     return {"W_E": (M, T, D), "W_U": (M, D, T), "W_Q": (M, H, D, A), "W_K": (M, H, A, D),
             "W_V": (M, H, D, B), "W_O": (M, H, B, D)}
+
+
+def _pads(configs: Sequence[AttentionLayerConfig]) -> list[tuple[int, ...]]:
+    """The padded shapes without the model axis: what a stack of ``configs`` pads to."""
+    return [shape[1:] for shape in _padded_shapes(configs).values()]
 
 
 _AXES = {"W_E": "TD", "W_U": "DT", "W_Q": "HDA", "W_K": "HAD", "W_V": "HDB", "W_O": "HBD"}  # padded axes
