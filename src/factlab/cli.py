@@ -29,7 +29,7 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     if args.conflicts:
         options["conflicts"] = args.conflicts
     db = read(args.path, format=args.format, **options)
-    config = CPSearchConfig() if args.restarts is None else CPSearchConfig(restarts=args.restarts)
+    config = CPSearchConfig(kernel=args.kernel, **({} if args.restarts is None else {"restarts": args.restarts}))
     interval = rank_interval(db, config=config, seed=args.seed)
     effective = effective_rank(db, config=config, seed=args.seed)
     k, q, v = db.shape
@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="what to do with (subject, predicate) pairs that have several objects (default: error)")
     rank.add_argument("--restarts", type=int, help="random restarts per rank tried by the exact-CP search")
     rank.add_argument("--seed", type=int, default=0, help="seed of the CP search (default 0)")
+    rank.add_argument("--kernel", choices=["auto", "compiled", "torch"], default="auto",
+                      help="how the exact-CP search iterates: compiled per problem (numba) or batched torch; "
+                           "auto (default): compiled where numba is installed")
     rank.add_argument("--json", action="store_true",
                       help="print one JSON object with keys triples, subjects, predicates, objects, prop21, "
                            "lower, upper, certified, effective_upper (and the methods)")
