@@ -6,6 +6,7 @@ import torch
 
 from factlab.databases.generators import RandomDatabaseConfig, random_database
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
+from factlab.training.adam import AdamConfig, StackedAdam
 from factlab.training.data import Batch, FactSequences
 from factlab.training.engine import _FlatParams, forward_loss
 from factlab.training.loss import vocab_bias
@@ -109,3 +110,34 @@ def test_non_finite_weights_give_a_non_finite_loss_for_that_model_only():
     assert not np.isfinite(float(loss[2]))
     others = torch.arange(len(SHAPES)) != 2
     assert torch.equal(loss[others], clean[0][others]) and torch.equal(grad[others], clean[3][others])
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_step_in_the_kernel_is_the_gradient_then_stacked_adam(dtype, tol):
+    """``step=``: three Adam steps taken inside the kernel against the kernel's gradient
+    followed by StackedAdam.step; one model is not stepping and one has a NaN weight (at
+    the very start of its row, where a careless "x * 0" would spread it). The two calls
+    are compiled separately and may sum in different orders, hence the tolerance."""
+    stack, data = stack_and_data(dtype)
+    batch = data.full_batch()
+    flat = random_flat(stack, 8)
+    flat[4, 0] = float("nan")                               # model 4's W_E[0, 0]: its loss is NaN
+    stepping = torch.tensor([True, True, False, True, True, True])
+    cfg = AdamConfig(lr=0.05, weight_decay=0.1)
+    in_kernel, outside = flat.clone(), flat.clone()
+    adam_in, adam_out = StackedAdam({"flat": in_kernel}, cfg), StackedAdam({"flat": outside}, cfg)
+    for _ in range(3):
+        loss_in, _, _, none = stack.fused_loss_and_grad(in_kernel, batch, step=(stepping, adam_in.kernel_state("flat")))
+        loss, _, _, grad = stack.fused_loss_and_grad(outside, batch)
+        adam_out.step({"flat": outside}, {"flat": grad}, stepping & torch.isfinite(loss))
+        assert none is None
+        torch.testing.assert_close(loss_in, loss, rtol=tol, atol=tol, equal_nan=True)
+    close = dict(rtol=tol, atol=tol, equal_nan=True)
+    torch.testing.assert_close(in_kernel, outside, **close)
+    torch.testing.assert_close(adam_in.exp_avg["flat"], adam_out.exp_avg["flat"], **close)
+    torch.testing.assert_close(adam_in.exp_avg_sq["flat"], adam_out.exp_avg_sq["flat"], **close)
+    assert adam_in.steps.tolist() == adam_out.steps.tolist() == [3, 3, 0, 3, 0, 3]
+    moved = (in_kernel != flat) & ~flat.isnan()
+    assert not moved[2].any() and not moved[4].any() and moved[0].any()
+    mask = _FlatParams(stack.masks).flat.detach()
+    assert (in_kernel[mask == 0] == 0).all()                # the padding was never visited

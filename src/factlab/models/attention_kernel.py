@@ -8,12 +8,19 @@ mostly padding and memory traffic. This module computes the same loss, metrics a
 gradient with hand-written loops compiled by numba, one model per thread:
 
 - loops run over each model's own sizes, so padding costs nothing and its gradient is 0;
-- a sequence's logits are made, exponentiated and consumed row by row in cache, never
-  stored as an ``(M, L, T)`` tensor;
-- consecutive sequences that share a prefix (facts sorted by subject share position 0)
-  share that position's softmax: it is computed once per run of equal prefixes and its
-  gradient is folded in once per run. This is exact, not an approximation: the logits at
-  position i depend only on tokens 0..i.
+- the attention's projections (queries, keys, values and what each head writes, W_O v)
+  depend on a position's token alone, so they are computed once per distinct token of
+  the model's data, not once per position; position 0, whose softmax is exactly [1],
+  needs nothing more;
+- the unembedding runs position by position. Consecutive sequences that share the
+  prefix up to a position (facts sorted by subject share position 0) share that
+  position's logits, so its softmax is computed once per such run. This is exact, not an
+  approximation: the logits at position i depend only on tokens 0..i. Runs are taken
+  four at a time, so that each pass over W_U serves four softmax rows, and a row's
+  logits never leave a ``(4, T)`` scratch block;
+- optionally, the Adam step is applied in the same pass, to the model's own weights
+  only (:func:`loss_and_grad`'s ``step``), so that no gradient is written out and the
+  padding is never visited.
 
 Each model's work runs on one thread in a fixed order, so results do not depend on the
 thread count or timing. The autograd path stays the reference: the test suite checks this
@@ -31,27 +38,29 @@ import numpy as np
 
 from factlab._numba import OPTIONS, available, njit, numba, version  # noqa: F401 (available, version: this module's API)
 from factlab._threads import run_split
+from factlab.training.adam import adam_span
 
 
 def _run_models(models, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
-                want_grad, want_argmax, loss, nll, argmax):
+                want_grad, want_argmax, loss, nll, argmax, want_step, step):
     """Run :func:`_one_model` for each model of ``models`` in turn (one thread's share)."""
     for m in models:
         _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
-                   want_grad, want_argmax, loss, nll, argmax)
+                   want_grad, want_argmax, loss, nll, argmax, want_step, step)
 
 
 def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
-               want_grad, want_argmax, loss, nll, argmax):
-    """Fill model ``m``'s ``loss[m]``, ``nll[m]``, ``argmax[m]`` and (if ``want_grad``) ``grad[m]``.
+               want_grad, want_argmax, loss, nll, argmax, want_step, step):
+    """Fill model ``m``'s ``loss[m]``, ``nll[m]``, ``argmax[m]`` and, if ``want_grad``,
+    ``grad[m]``; or, if ``want_step``, apply the Adam step to ``flat[m]`` instead of
+    writing the gradient out (``step``: see :func:`_adam_own`).
 
     ``dims (M, 5)``: each model's own T, D, H, A, B; ``pad (5,)``: the padded ones;
     ``offsets (6,)``: where each weight starts in a row of ``flat``; ``rows (M, S)``: the
     sequences to compute.
 
-    The attention part runs over all of the model's sequences at once, the sequence
-    index innermost (so the loops are long and vectorise); the unembedding runs row by
-    row, a row's logits living only in ``prob``.
+    Loops over tokens or sequences are innermost (so they are long and vectorise); the
+    loops over the small model sizes are outside them.
     """
     Tp, Dp, Ap, Bp = pad[0], pad[1], pad[3], pad[4]
     oE, oU, oQ, oK, oV, oO = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
@@ -60,170 +69,368 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
     # Private copies: slicing an array shared by the threads would bump its reference
     # count atomically on every slice, and the threads would fight over that cache line.
     W = flat[m].copy()
-    G = np.zeros(W.shape[0], flat.dtype) if want_grad else W[:0]
+    G = np.zeros(W.shape[0], flat.dtype) if want_grad or want_step else W[:0]
     dt = flat.dtype
     seqs = np.flatnonzero(rows[m])
     N = seqs.shape[0]
     if N == 0:
         loss[m] = 0
-        if want_grad:
+        if want_grad and not want_step:
             grad[m, :] = 0
         return
-    tok = np.empty((n, N), np.int64)
+    # Each distinct input token gets a local index u; the attention's projections depend on
+    # the token alone, so they are computed once per token, not once per position.
+    loc = np.full(Tp, -1, np.int64)
+    tl = np.empty((n, N), np.int64)              # local token index of each input position
+    utok = np.empty(n * N, np.int64)             # the token of each local index
+    U = 0
     for i in range(n):
         for s in range(N):
-            tok[i, s] = inputs[m, seqs[s], i]
-    kbuf = np.zeros(max(T, N), np.int32)         # scratch of _exp_row
+            t = inputs[m, seqs[s], i]
+            if loc[t] < 0:
+                loc[t] = U
+                utok[U] = t
+                U += 1
+            tl[i, s] = loc[t]
+    kbuf = np.zeros(max(T, N), np.int32)                 # scratch of _exp_row
     kview = kbuf.view(np.float32)
-    zero = W[0] * 0
-    # ---------------------------------------------------------------- attention, forward
-    x = np.empty((n, D, N), dt)
-    for i in range(n):
+    zero = np.zeros(1, dt)[0]                    # 0 in the weights' dtype (W[0] * 0 is NaN if W[0] is)
+    # ----------------------------------------------------- attention, per token (forward)
+    x = np.empty((D, U), dt)
+    for d in range(D):
+        for u in range(U):
+            x[d, u] = W[oE + utok[u] * Dp + d]
+    q = np.zeros((H, A, U), dt)
+    k = np.zeros((H, A, U), dt)
+    v = np.zeros((H, B, U), dt)
+    o = np.zeros((H, D, U), dt)                  # W_O v: what a head writes when it reads token u
+    for h in range(H):
         for d in range(D):
-            for s in range(N):
-                x[i, d, s] = W[oE + tok[i, s] * Dp + d]
-    q = np.zeros((n, H, A, N), dt)
-    k = np.zeros((n, H, A, N), dt)
-    v = np.zeros((n, H, B, N), dt)
-    for i in range(n):
-        for h in range(H):
+            for a in range(A):
+                _axpy(q[h, a], W[oQ + (h * Dp + d) * Ap + a], x[d], U)
+                _axpy(k[h, a], W[oK + (h * Ap + a) * Dp + d], x[d], U)
+            for b in range(B):
+                _axpy(v[h, b], W[oV + (h * Dp + d) * Bp + b], x[d], U)
+        for b in range(B):
             for d in range(D):
-                for a in range(A):
-                    _axpy(q[i, h, a], W[oQ + (h * Dp + d) * Ap + a], x[i, d], N)
-                    _axpy(k[i, h, a], W[oK + (h * Ap + a) * Dp + d], x[i, d], N)
-                for b in range(B):
-                    _axpy(v[i, h, b], W[oV + (h * Dp + d) * Bp + b], x[i, d], N)
-    p = np.zeros((n, H, n, N), dt)               # the attention pattern, Δ of eq. (3)
+                _axpy(o[h, d], W[oO + (h * Bp + b) * Dp + d], v[h, b], U)
+    # ------------------------------------------------- attention, per position (forward)
+    # Position 0 attends to itself alone (its softmax is exactly [1]): its residual is
+    # x + Σ_h o_h of its own token. Later positions mix the heads' outputs over their
+    # prefix; those loops run over the sequences, gathering the tokens' rows.
+    r = np.empty((n, D, N), dt)
+    for d in range(D):
+        x0 = x[d].copy()
+        for h in range(H):
+            _axpy(x0, 1, o[h, d], U)
+        rd, t0 = r[0, d], tl[0]
+        for s in range(N):
+            rd[s] = x0[t0[s]]
+    pat = np.zeros((n, H, n, N), dt)             # the attention pattern, Δ of eq. (3)
     top = np.empty(N, dt)
     total = np.empty(N, dt)
-    for i in range(n):
+    for i in range(1, n):
+        ti = tl[i]
+        for d in range(D):
+            rd, xd = r[i, d], x[d]
+            for s in range(N):
+                rd[s] = xd[ti[s]]
         for h in range(H):
             for j in range(i + 1):
+                tj, pj = tl[j], pat[i, h, j]
                 for a in range(A):
-                    qa, ka, pj = q[i, h, a], k[j, h, a], p[i, h, j]
+                    qa, ka = q[h, a], k[h, a]
                     for s in range(N):
-                        pj[s] += qa[s] * ka[s]
-            top[:] = p[i, h, 0]
+                        pj[s] += qa[ti[s]] * ka[tj[s]]
+            top[:] = pat[i, h, 0]
             for j in range(1, i + 1):
+                pj = pat[i, h, j]
                 for s in range(N):
-                    top[s] = max(top[s], p[i, h, j, s])
+                    top[s] = max(top[s], pj[s])
             total[:] = 0
             for j in range(i + 1):
+                pj = pat[i, h, j]
                 for s in range(N):
-                    p[i, h, j, s] -= top[s]
-                _exp_row(p[i, h, j], N, zero, kbuf, kview)
+                    pj[s] -= top[s]
+                _exp_row(pj, N, zero, kbuf, kview)
                 for s in range(N):
-                    total[s] += p[i, h, j, s]
+                    total[s] += pj[s]
             for j in range(i + 1):
+                tj, pj = tl[j], pat[i, h, j]
                 for s in range(N):
-                    p[i, h, j, s] /= total[s]
-    z = np.zeros((n, H, B, N), dt)
-    r = np.empty((n, D, N), dt)
-    for i in range(n):
-        for h in range(H):
-            for b in range(B):
-                for j in range(i + 1):
-                    zb, pj, vb = z[i, h, b], p[i, h, j], v[j, h, b]
-                    for s in range(N):
-                        zb[s] += pj[s] * vb[s]
-        for d in range(D):
-            r[i, d, :] = x[i, d, :]
-            for h in range(H):
-                for b in range(B):
-                    _axpy(r[i, d], W[oO + (h * Bp + b) * Dp + d], z[i, h, b], N)
-    # ----------------------------------------------------- unembedding and loss, row by row
-    dr = np.zeros((n, D, N), dt)
-    prob = np.zeros((n, T), dt)                  # per position: softmax of the current run of equal prefixes
-    usoft = np.zeros((n, D), dt)                 # W_U · that softmax
-    run_r = np.zeros((n, D), dt)                 # its residual
-    run_w = np.zeros(n, dt)                      # summed loss weight of its rows
-    run_lse = np.zeros(n, dt)
-    run_arg = np.zeros(n, np.int64)
-    rvec = np.empty(D, dt)
-    loss_m = 0.0
-    for s in range(N):
-        same = True
-        for i in range(n):
-            same = same and s > 0 and tok[i, s] == tok[i, s - 1]
-            for d in range(D):
-                rvec[d] = r[i, d, s]
-            if not same:
-                if want_grad and run_w[i] != 0:
-                    _flush(G, oU, Tp, T, D, run_r[i], run_w[i], prob[i])
-                run_w[i] = 0
-                run_r[i, :] = rvec
-                run_lse[i], run_arg[i] = _open_run(W, oU, Tp, T, D, rvec, prob[i], usoft[i], kbuf, kview,
-                                                   want_grad, want_argmax)
-            y = targets[m, seqs[s], i]
-            wt = weight[m, seqs[s], i]
-            picked = rvec[0] * 0
-            for d in range(D):
-                picked += rvec[d] * W[oU + d * Tp + y]
-            nl = run_lse[i] - picked
-            nll[m, seqs[s], i] = nl
-            argmax[m, seqs[s], i] = run_arg[i]
-            if wt > 0:
-                loss_m += wt * nl
-                if want_grad:
-                    run_w[i] += wt
-                    for d in range(D):
-                        G[oU + d * Tp + y] -= wt * rvec[d]
-                        dr[i, d, s] = wt * (usoft[i, d] - W[oU + d * Tp + y])
-    loss[m] = loss_m
-    if not want_grad:
-        return
-    for i in range(n):
-        if run_w[i] != 0:
-            _flush(G, oU, Tp, T, D, run_r[i], run_w[i], prob[i])
-    # --------------------------------------------------------------- attention, backward
-    dx = dr.copy()                               # the residual connection
-    dq = np.zeros((n, H, A, N), dt)
-    dk = np.zeros((n, H, A, N), dt)
-    dv = np.zeros((n, H, B, N), dt)
-    dz = np.zeros((B, N), dt)
-    dp = np.zeros((n, N), dt)
-    for i in range(n):
-        for h in range(H):
-            dz[:] = 0
-            for b in range(B):
+                    pj[s] /= total[s]
                 for d in range(D):
-                    wo = oO + (h * Bp + b) * Dp + d
-                    _axpy(dz[b], W[wo], dr[i, d], N)
-                    G[wo] += _dot(z[i, h, b], dr[i, d], N)
+                    rd, od = r[i, d], o[h, d]
+                    for s in range(N):
+                        rd[s] += pj[s] * od[tj[s]]
+    # ------------------------------------------------------------ unembedding and loss
+    # Position by position. Consecutive sequences that share the prefix up to position i
+    # (a "run") share that position's logits: the softmax work is done once per run.
+    dr = np.zeros((n, D, N), dt)
+    starts = np.empty(N + 1, np.int64)
+    ys = np.empty(N, np.int64)
+    wts = np.empty(N, dt)
+    nl = np.empty(N, dt)
+    arg = np.zeros(N, np.int64)
+    P = np.zeros((4, T), dt)                     # softmax rows of four runs
+    loss_m = 0.0
+    K = 0
+    for i in range(n):
+        # runs of position i split those of position i - 1 where token i changes
+        K = 0
+        for s in range(N):
+            new = s == 0
+            for j in range(i + 1):
+                new = new or inputs[m, seqs[s], j] != inputs[m, seqs[s - 1], j]
+            if new:
+                starts[K] = s
+                K += 1
+            ys[s] = targets[m, seqs[s], i]
+            wts[s] = weight[m, seqs[s], i]
+        starts[K] = N
+        loss_m += _unembed(W, G, oU, Tp, T, D, r[i], dr[i], ys, wts, starts, K, N, P, nl, arg,
+                           kbuf, kview, want_grad or want_step, want_argmax)
+        for s in range(N):
+            nll[m, seqs[s], i] = nl[s]
+            argmax[m, seqs[s], i] = arg[s]
+    loss[m] = loss_m
+    if not (want_grad or want_step):
+        return
+    # ------------------------------------------------ attention, per position (backward)
+    dx = np.zeros((D, U), dt)
+    do = np.zeros((H, D, U), dt)
+    dq = np.zeros((H, A, U), dt)
+    dk = np.zeros((H, A, U), dt)
+    t0 = tl[0]
+    for d in range(D):                           # position 0: the residual and Δ = [1]
+        g0 = np.zeros(U, dt)
+        dd = dr[0, d]
+        for s in range(N):
+            g0[t0[s]] += dd[s]
+        _axpy(dx[d], 1, g0, U)
+        for h in range(H):
+            _axpy(do[h, d], 1, g0, U)
+    dp = np.zeros((n, N), dt)
+    for i in range(1, n):
+        ti = tl[i]
+        for d in range(D):
+            dd, dxd = dr[i, d], dx[d]
+            for s in range(N):
+                dxd[ti[s]] += dd[s]
+        for h in range(H):
             total[:] = 0                         # Σ_j p_j dp_j
             for j in range(i + 1):
-                dp[j, :] = 0
-                for b in range(B):
-                    pj, vb, dzb, dvb, dpj = p[i, h, j], v[j, h, b], dz[b], dv[j, h, b], dp[j]
+                tj, pj, dpj = tl[j], pat[i, h, j], dp[j]
+                dpj[:] = 0
+                for d in range(D):
+                    dd, od, dod = dr[i, d], o[h, d], do[h, d]
                     for s in range(N):
-                        dpj[s] += dzb[s] * vb[s]
-                        dvb[s] += pj[s] * dzb[s]
+                        dpj[s] += dd[s] * od[tj[s]]
+                    for s in range(N):
+                        dod[tj[s]] += pj[s] * dd[s]
                 for s in range(N):
-                    total[s] += p[i, h, j, s] * dp[j, s]
+                    total[s] += pj[s] * dpj[s]
             for j in range(i + 1):
+                tj, pj, dpj = tl[j], pat[i, h, j], dp[j]
                 for s in range(N):
-                    dp[j, s] = p[i, h, j, s] * (dp[j, s] - total[s])   # now d score
+                    dpj[s] = pj[s] * (dpj[s] - total[s])   # now d score
                 for a in range(A):
-                    _axpy_mul(dq[i, h, a], dp[j], k[j, h, a], N)
-                    _axpy_mul(dk[j, h, a], dp[j], q[i, h, a], N)
-    for i in range(n):
-        for h in range(H):
+                    qa, ka, dqa, dka = q[h, a], k[h, a], dq[h, a], dk[h, a]
+                    for s in range(N):
+                        dqa[ti[s]] += dpj[s] * ka[tj[s]]
+                    for s in range(N):
+                        dka[tj[s]] += dpj[s] * qa[ti[s]]
+    # -------------------------------------------------- attention, per token (backward)
+    dv = np.zeros((H, B, U), dt)
+    for h in range(H):
+        for b in range(B):
             for d in range(D):
-                for a in range(A):
-                    wq = oQ + (h * Dp + d) * Ap + a
-                    wk = oK + (h * Ap + a) * Dp + d
-                    G[wq] += _dot(x[i, d], dq[i, h, a], N)
-                    G[wk] += _dot(x[i, d], dk[i, h, a], N)
-                    _axpy(dx[i, d], W[wq], dq[i, h, a], N)
-                    _axpy(dx[i, d], W[wk], dk[i, h, a], N)
-                for b in range(B):
-                    wv = oV + (h * Dp + d) * Bp + b
-                    G[wv] += _dot(x[i, d], dv[i, h, b], N)
-                    _axpy(dx[i, d], W[wv], dv[i, h, b], N)
+                wo = oO + (h * Bp + b) * Dp + d
+                G[wo] += _dot(v[h, b], do[h, d], U)
+                _axpy(dv[h, b], W[wo], do[h, d], U)
+    for h in range(H):
         for d in range(D):
+            for a in range(A):
+                wq = oQ + (h * Dp + d) * Ap + a
+                wk = oK + (h * Ap + a) * Dp + d
+                G[wq] += _dot(x[d], dq[h, a], U)
+                G[wk] += _dot(x[d], dk[h, a], U)
+                _axpy(dx[d], W[wq], dq[h, a], U)
+                _axpy(dx[d], W[wk], dk[h, a], U)
+            for b in range(B):
+                wv = oV + (h * Dp + d) * Bp + b
+                G[wv] += _dot(x[d], dv[h, b], U)
+                _axpy(dx[d], W[wv], dv[h, b], U)
+    for d in range(D):
+        for u in range(U):
+            G[oE + utok[u] * Dp + d] += dx[d, u]
+    if not want_step:
+        grad[m, :] = G
+    elif step[0][m] and math.isfinite(loss_m):
+        _adam_own(m, flat[m], G, step, dims, pad, offsets)
+
+
+def _adam_own(m, p, G, step, dims, pad, offsets):
+    """One Adam step of model ``m``'s own weights ``p`` (its row of ``flat``) with gradient
+    ``G``; the padding, whose gradient is always 0, is left alone as :meth:`StackedAdam.step`
+    leaves it. ``step = (stepping (M,) bool, exp_avg (M, P), exp_avg_sq (M, P), steps (M,),
+    bias (M, 2), constants (7,))``, from
+    :meth:`~factlab.training.adam.StackedAdam.kernel_state`; ``stepping`` is not read here."""
+    _, am, av, steps, bias, k = step
+    steps[m] += 1
+    c1, c2 = bias[m, 0], bias[m, 1]
+    mm, vv = am[m], av[m]
+    T, D, H, A, B = dims[m, 0], dims[m, 1], dims[m, 2], dims[m, 3], dims[m, 4]
+    Tp, Dp, Ap, Bp = pad[0], pad[1], pad[3], pad[4]
+    oE, oU, oQ, oK, oV, oO = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
+    for t in range(T):                           # each weight's own block, as contiguous runs
+        adam_span(p, G, mm, vv, oE + t * Dp, oE + t * Dp + D, c1, c2, k)
+    for d in range(D):
+        adam_span(p, G, mm, vv, oU + d * Tp, oU + d * Tp + T, c1, c2, k)
+    for h in range(H):
+        for d in range(D):
+            adam_span(p, G, mm, vv, oQ + (h * Dp + d) * Ap, oQ + (h * Dp + d) * Ap + A, c1, c2, k)
+            adam_span(p, G, mm, vv, oV + (h * Dp + d) * Bp, oV + (h * Dp + d) * Bp + B, c1, c2, k)
+        for a in range(A):
+            adam_span(p, G, mm, vv, oK + (h * Ap + a) * Dp, oK + (h * Ap + a) * Dp + D, c1, c2, k)
+        for b in range(B):
+            adam_span(p, G, mm, vv, oO + (h * Bp + b) * Dp, oO + (h * Bp + b) * Dp + D, c1, c2, k)
+
+
+def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf, kview,
+             want_grad, want_argmax):
+    """One position's next-token cross-entropy over the model's ``N`` rows.
+
+    ``r (D, N)``: the residuals; ``ys``, ``wts``: each row's target and loss weight;
+    ``starts[:K + 1]``: where each run of rows with equal prefixes starts (rows of a run
+    have the same residual, so the same logits). Fills ``nl`` (the rows' negative
+    log-likelihoods), ``arg`` (their argmax, if ``want_argmax``) and, if ``want_grad``,
+    ``dr (D, N)`` and the W_U part of ``G``; returns ``Σ wt·nll``.
+
+    Runs are taken four at a time, so every pass over W_U serves four softmax rows.
+    """
+    dt = W.dtype
+    zero = np.zeros(1, dt)[0]
+    Tu = np.uint64(T)
+    lse = np.empty(K, dt)
+    best = np.zeros(K, np.int64)
+    us = np.empty((D, K), dt)                    # W_U · softmax, per run
+    c = np.zeros((4, D), dt)
+    p0, p1, p2, p3 = P[0], P[1], P[2], P[3]
+    for k0 in range(0, K, 4):
+        nb = min(4, K - k0)
+        s0 = starts[k0]                          # each run's first row; a missing run repeats the first
+        s1 = starts[k0 + 1] if nb > 1 else s0
+        s2 = starts[k0 + 2] if nb > 2 else s0
+        s3 = starts[k0 + 3] if nb > 3 else s0
+        # ----- logits
+        base = np.uint64(oU)
+        a0, a1, a2, a3 = r[0, s0], r[0, s1], r[0, s2], r[0, s3]
+        for t in range(Tu):
+            w = W[base + t]
+            p0[t] = a0 * w
+            p1[t] = a1 * w
+            p2[t] = a2 * w
+            p3[t] = a3 * w
+        for d in range(1, D):
+            base = np.uint64(oU + d * Tp)
+            a0, a1, a2, a3 = r[d, s0], r[d, s1], r[d, s2], r[d, s3]
+            for t in range(Tu):
+                w = W[base + t]
+                p0[t] += a0 * w
+                p1[t] += a1 * w
+                p2[t] += a2 * w
+                p3[t] += a3 * w
+        # ----- softmax, row by row
+        for j in range(nb):
+            pj = P[j]
+            top = pj[0]
+            b = 0
+            if want_argmax:
+                for t in range(1, T):
+                    if pj[t] > top:
+                        top = pj[t]
+                        b = t
+            else:
+                for t in range(1, T):
+                    top = max(top, pj[t])
+            total = _exp_row(pj, T, top, kbuf, kview)
+            inv = 1 / total
+            for t in range(Tu):
+                pj[t] *= inv
+            lse[k0 + j] = top + math.log(total)
+            best[k0 + j] = b
+        if not want_grad:
+            continue
+        for j in range(nb, 4):
+            P[j, :] = 0
+        # ----- W_U · softmax
+        for d in range(D):
+            base = np.uint64(oU + d * Tp)
+            u0 = u1 = u2 = u3 = zero
+            for t in range(Tu):
+                w = W[base + t]
+                u0 += w * p0[t]
+                u1 += w * p1[t]
+                u2 += w * p2[t]
+                u3 += w * p3[t]
+            us[d, k0] = u0
+            if nb > 1:
+                us[d, k0 + 1] = u1
+            if nb > 2:
+                us[d, k0 + 2] = u2
+            if nb > 3:
+                us[d, k0 + 3] = u3
+        # ----- the softmax term of W_U's gradient: Σ_rows wt · r ⊗ softmax
+        for j in range(4):
+            cw = zero
+            if j < nb:
+                for s in range(starts[k0 + j], starts[k0 + j + 1]):
+                    if wts[s] > 0:
+                        cw += wts[s]
+            if j >= nb or cw == 0:               # nothing to add (and a NaN softmax must not leak)
+                c[j, :] = 0
+                P[j, :] = 0
+            else:
+                sj = starts[k0 + j]
+                for d in range(D):
+                    c[j, d] = r[d, sj] * cw
+        for d in range(D):
+            base = np.uint64(oU + d * Tp)
+            c0, c1, c2, c3 = c[0, d], c[1, d], c[2, d], c[3, d]
+            for t in range(Tu):
+                G[base + t] += c0 * p0[t] + c1 * p1[t] + c2 * p2[t] + c3 * p3[t]
+    # ----- row by row: the target's logit, the loss and the residual's gradient
+    run = np.empty(N, np.int64)
+    k = 0
+    for s in range(N):
+        while s == starts[k + 1]:
+            k += 1
+        run[s] = k
+    picked = np.zeros(N, dt)
+    for d in range(D):
+        base = oU + d * Tp
+        rd = r[d]
+        for s in range(N):
+            picked[s] += rd[s] * W[base + ys[s]]
+    out = 0.0
+    for s in range(N):
+        v = lse[run[s]] - picked[s]
+        nl[s] = v
+        arg[s] = best[run[s]]
+        if wts[s] > 0:
+            out += wts[s] * v
+    if want_grad:
+        for d in range(D):
+            base = oU + d * Tp
+            rd, ud, drd = r[d], us[d], dr[d]
             for s in range(N):
-                G[oE + tok[i, s] * Dp + d] += dx[i, d, s]
-    grad[m, :] = G
+                wt = wts[s]
+                drd[s] = wt * (ud[run[s]] - W[base + ys[s]]) if wt > 0 else zero
+            for s in range(N):
+                if wts[s] > 0:
+                    G[base + ys[s]] -= wts[s] * rd[s]
+    return out
 
 
 def _axpy(y, a, x, N):
@@ -232,77 +439,11 @@ def _axpy(y, a, x, N):
         y[s] += a * x[s]
 
 
-def _axpy_mul(y, a, x, N):
-    """``y[:N] += a[:N] · x[:N]``."""
-    for s in range(N):
-        y[s] += a[s] * x[s]
-
-
 def _dot(x, y, N):
     acc = x[0] * 0
     for s in range(N):
         acc += x[s] * y[s]
     return acc
-
-
-def _open_run(W, oU, Tp, T, D, r, prob, usoft, kbuf, kview, want_grad, want_argmax):
-    """Start a run of equal prefixes: ``prob[:T] = softmax(r · W_U)`` and, for the
-    gradient, ``usoft = W_U · prob``. Returns ``(logsumexp, argmax)`` of the logits
-    (argmax 0 unless ``want_argmax``).
-
-    Indices into ``W`` are unsigned: numba then knows they are not negative and the
-    loops vectorise without slicing (a slice costs two reference-count updates).
-    """
-    Tu = np.uint64(T)
-    base = np.uint64(oU)
-    r0 = r[0]
-    for t in range(Tu):
-        prob[t] = r0 * W[base + t]
-    for d in range(1, D):
-        rd = r[d]
-        base = np.uint64(oU + d * Tp)
-        for t in range(Tu):
-            prob[t] += rd * W[base + t]
-    top = prob[0]
-    best = 0
-    if want_argmax:
-        for t in range(1, T):
-            if prob[t] > top:
-                top = prob[t]
-                best = t
-    else:
-        for t in range(1, T):
-            top = max(top, prob[t])
-    total = _exp_row(prob, T, top, kbuf, kview)
-    inv = 1 / total
-    if want_grad:
-        base = np.uint64(oU)
-        acc = prob[0] * 0
-        for t in range(Tu):
-            pt = prob[t] * inv
-            prob[t] = pt
-            acc += W[base + t] * pt
-        usoft[0] = acc
-        for d in range(1, D):
-            base = np.uint64(oU + d * Tp)
-            acc = prob[0] * 0
-            for t in range(Tu):
-                acc += W[base + t] * prob[t]
-            usoft[d] = acc
-    else:
-        for t in range(Tu):
-            prob[t] *= inv
-    return top + math.log(total), best
-
-
-def _flush(G, oU, Tp, T, D, r, w, prob):
-    """Add a closed run's softmax term to the gradient of W_U: ``w · r ⊗ softmax``."""
-    T = np.uint64(T)
-    for d in range(D):
-        c = r[d] * w
-        base = np.uint64(oU + d * Tp)
-        for t in range(T):
-            G[base + t] += c * prob[t]
 
 
 def _exp_row(x, T, top, kbuf, kview):
@@ -362,18 +503,26 @@ if numba is not None:
             return lambda x, T, top, kbuf, kview: _exp_row_f32(x, T, top, kbuf, kview)
         return lambda x, T, top, kbuf, kview: _exp_row_f64(x, T, top, kbuf, kview)
 
-    _open_run, _flush = njit(**_inline)(_open_run), njit(**_inline)(_flush)
-    _axpy, _axpy_mul, _dot = njit(**_inline)(_axpy), njit(**_inline)(_axpy_mul), njit(**_inline)(_dot)
+    _unembed = njit(**_options)(_unembed)
+    # no fastmath here: the step must round as StackedAdam's own compiled step does
+    _adam_own = njit(cache=True, nogil=True, error_model="numpy")(_adam_own)
+    _axpy, _dot = njit(**_inline)(_axpy), njit(**_inline)(_dot)
     _one_model = njit(nogil=True, **_options)(_one_model)
     _run_models = njit(nogil=True, **_options)(_run_models)
 
 
 def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: np.ndarray,
                   targets: np.ndarray, weight: np.ndarray, rows: np.ndarray, models: np.ndarray,
-                  *, grad_out: np.ndarray | None, want_argmax: bool, threads: int):
+                  *, grad_out: np.ndarray | None, want_argmax: bool, threads: int, step: tuple | None = None):
     """Run the kernel for ``models`` on numpy arrays (see
     :meth:`~factlab.models.attention_layer.AttentionStack.fused_loss_and_grad`); the
     gradient, if ``grad_out`` (shaped like ``flat``) is given, is written there.
+
+    ``step = (stepping (M,) bool, *StackedAdam.kernel_state(...))``: instead of writing the
+    gradient, apply one Adam step in place to ``flat`` (and the moments and step counts)
+    for each model of ``models`` where ``stepping`` is true and whose loss is finite, as
+    :meth:`~factlab.training.adam.StackedAdam.step` would with that gradient; ``grad_out``
+    must then be None.
 
     Models are shared among ``threads`` threads, largest first onto the least loaded
     (by sequences x vocabulary); each model runs whole on one thread, so the split does
@@ -386,15 +535,21 @@ def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: n
     if flat.shape[1] != sizes.sum():
         raise ValueError(f"flat rows have {flat.shape[1]} entries, the padded shapes need {sizes.sum()}")
     want_grad = grad_out is not None
+    want_step = step is not None
+    if want_grad and want_step:
+        raise ValueError("a step applies the gradient in place: pass grad_out=None with step")
     if want_grad:
         skipped = np.ones(M, dtype=bool)
         skipped[models] = False
         grad_out[skipped] = 0                   # computed rows are written whole by the kernel
+    if not want_step:                           # placeholders of the right types
+        step = (np.zeros(0, np.bool_), flat[:, :0], flat[:, :0], np.zeros(0, np.int64),
+                np.zeros((0, 2), flat.dtype), np.zeros(7, flat.dtype))
     grad = grad_out if want_grad else np.zeros((M, 0), flat.dtype)
     loss = np.zeros(M, np.float64)
     nll = np.zeros((M, S, n), flat.dtype)
     argmax = np.zeros((M, S, n), np.int64)
     run_split(_run_models, models, rows.sum(axis=1) * (dims[:, 0] + 8), threads,
               flat, grad, dims, offsets, np.asarray(pad, np.int64), inputs, targets, weight, rows,
-              want_grad, want_argmax, loss, nll, argmax)
+              want_grad, want_argmax, loss, nll, argmax, want_step, step)
     return loss, nll, argmax, grad_out

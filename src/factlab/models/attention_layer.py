@@ -237,7 +237,8 @@ class AttentionStack:
         return torch.device(device).type == "cpu" and attention_kernel.available()
 
     def fused_loss_and_grad(self, flat: torch.Tensor, batch, *, grad: bool = True, metrics: bool = True,
-                            models: torch.Tensor | None = None, threads: int | None = None):
+                            models: torch.Tensor | None = None, threads: int | None = None,
+                            step: tuple | None = None):
         """Each model's loss, metrics and gradient in one compiled pass (CPU; see
         :mod:`factlab.models.attention_kernel`), the same quantities as the autograd path
         (:meth:`residual` with :func:`~factlab.training.loss.unembed_cross_entropy`).
@@ -248,6 +249,14 @@ class AttentionStack:
         to some models; the others get loss 0 and gradient 0. Returns ``(loss (M,), nll
         (M, B, n), argmax (M, B, n) or None, grad (M, P) or None)``; ``loss`` is float64.
         The gradient lives in a buffer of this stack that the next call overwrites.
+
+        ``step = (stepping, adam_state)``, with ``stepping`` a bool ``(M,)`` tensor and
+        ``adam_state`` the :meth:`~factlab.training.adam.StackedAdam.kernel_state` of the
+        parameter ``flat``: apply that Adam step in place to ``flat`` for the models where
+        ``stepping`` is true and the loss is finite, in the same pass, instead of returning
+        the gradient (``grad`` is then ignored and None returned). Only the models' own
+        weights are visited; the result is that of :meth:`StackedAdam.step` with this
+        gradient and ``stepping & isfinite(loss)``.
         """
         if flat.device.type != "cpu":
             raise ConfigError("the fused step runs on CPU only")
@@ -257,6 +266,12 @@ class AttentionStack:
         inputs, targets, weight, rows = self._kernel_batch(batch, flat.dtype)
         chosen = np.arange(self.n_models) if models is None else np.flatnonzero(models.cpu().numpy())
         out = None
+        if step is not None:
+            if not flat.is_contiguous():
+                raise ValueError("a fused step updates flat in place: it must be contiguous")
+            stepping, adam_state = step
+            step = (stepping.cpu().numpy(), *adam_state)
+            grad = False
         if grad:
             out = getattr(self, "_grad_buffer", None)
             if out is None or out.shape != flat_np.shape or out.dtype != flat_np.dtype:
@@ -266,7 +281,7 @@ class AttentionStack:
         pad = np.array([T, D, H, A, self.weights["W_V"].shape[-1]], dtype=np.int64)  # padded T, D, H, A, B
         loss, nll, argmax, g = attention_kernel.loss_and_grad(
             flat_np, self._kernel_dims(), pad, inputs, targets, weight, rows, chosen, grad_out=out,
-            want_argmax=metrics, threads=threads or torch.get_num_threads())
+            want_argmax=metrics, threads=threads or torch.get_num_threads(), step=step)
         return (torch.from_numpy(loss), torch.from_numpy(nll), torch.from_numpy(argmax) if metrics else None,
                 torch.from_numpy(g) if grad else None)
 

@@ -55,10 +55,7 @@ class StackedAdam:
         c = self.config
         b1, b2 = c.betas
         self.steps += active.long()
-        t = self.steps.clamp(min=1).double()
-        dtype = first_dtype(params)
-        bc1 = (1 - b1 ** t).to(dtype)  # (M,) bias corrections, computed in float64 as torch.optim does
-        bc2 = (1 - b2 ** t).to(dtype)
+        bc1, bc2 = self._bias_corrections(self.steps, first_dtype(params))
         if compiled is None:
             compiled = self.can_compile(params, grads)
         if compiled:
@@ -89,16 +86,43 @@ class StackedAdam:
 
     def _step_compiled(self, params, grads, active, bc1, bc2, threads: int) -> None:
         """The update of :meth:`step` (step counts already advanced) by :func:`_adam_rows`."""
-        c = self.config
-        b1, b2 = c.betas
         rows = torch.nonzero(active).flatten().numpy()
         bc = torch.stack([bc1, bc2], dim=1).numpy()
-        k = torch.tensor([b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=bc1.dtype).numpy()
+        k = self._constants(bc1.dtype)
         for name, p in params.items():
             M = p.shape[0]
             rows_of = [x.detach().reshape(M, -1).numpy()
                        for x in (p, grads[name], self.exp_avg[name], self.exp_avg_sq[name])]
             run_split(_adam_rows, rows, np.ones(M), threads, *rows_of, bc, k)
+
+    def _bias_corrections(self, steps: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 - b1^t, 1 - b2^t)`` ``(M,)`` at step counts ``steps``, computed in float64 as
+        torch.optim does, then cast to ``dtype``."""
+        b1, b2 = self.config.betas
+        t = steps.clamp(min=1).double()
+        return (1 - b1 ** t).to(dtype), (1 - b2 ** t).to(dtype)
+
+    def _constants(self, dtype: torch.dtype) -> np.ndarray:
+        """``(b1, 1 - b1, b2, 1 - b2, lr, eps, 1 - lr·wd)`` in ``dtype``, as :func:`adam_span` takes them."""
+        c = self.config
+        b1, b2 = c.betas
+        return torch.tensor([b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=dtype).numpy()
+
+    def kernel_state(self, name: str) -> tuple[np.ndarray, ...]:
+        """The state of parameter ``name`` for a compiled step that applies Adam itself (the
+        attention kernel's ``step``, see :func:`factlab.models.attention_kernel.loss_and_grad`):
+        ``(exp_avg (M, P), exp_avg_sq (M, P), steps (M,) int64, bias (M, 2), constants (7,))``.
+        The first three are numpy views of this object's tensors, to be updated in place;
+        ``bias[m]`` holds the bias corrections ``(1 - b1^t, 1 - b2^t)`` of model m's next
+        step (t = ``steps[m] + 1``), computed as :meth:`step` computes them. Such a step
+        must add one to ``steps[m]`` and update with :func:`adam_span`; it then gives what
+        :meth:`step` gives, bit for bit. The tensors must be contiguous CPU tensors
+        (:meth:`can_compile`)."""
+        m, v = self.exp_avg[name], self.exp_avg_sq[name]
+        M = m.shape[0]
+        bias = torch.stack(self._bias_corrections(self.steps + 1, m.dtype), dim=1)
+        return (m.reshape(M, -1).numpy(), v.reshape(M, -1).numpy(), self.steps.numpy(),
+                bias.numpy(), self._constants(m.dtype))
 
     def take(self, index: torch.Tensor) -> "StackedAdam":
         """The state of the models at ``index``."""
@@ -114,23 +138,28 @@ def first_dtype(params: dict[str, torch.Tensor]) -> torch.dtype:
     return next(iter(params.values())).dtype
 
 
-def _adam_rows(rows, p, g, m, v, bc, k):
-    """One Adam step of the rows ``rows`` of ``p``, with moments ``m``, ``v``, bias
-    corrections ``bc[row] = (1 - b1^t, 1 - b2^t)`` and ``k = (b1, 1 - b1, b2, 1 - b2, lr,
-    eps, 1 - lr·wd)``, all in ``p``'s dtype (so the loop vectorises): the torch form of
-    :meth:`StackedAdam.step`, written out per element."""
+def adam_span(p, g, m, v, start, stop, c1, c2, k):
+    """One Adam step of ``p[start:stop]`` with gradient ``g``, moments ``m``, ``v`` (all 1-D,
+    updated in place), bias corrections ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t`` and ``k = (b1,
+    1 - b1, b2, 1 - b2, lr, eps, 1 - lr·wd)``, all in ``p``'s dtype (so the loop
+    vectorises): the torch form of :meth:`StackedAdam.step`, written out per element."""
     b1, nb1, b2, nb2, lr, eps, decay = k[0], k[1], k[2], k[3], k[4], k[5], k[6]
+    for j in range(start, stop):
+        gj = g[j]
+        mj = m[j] * b1 + gj * nb1
+        vj = v[j] * b2 + gj * gj * nb2
+        m[j] = mj
+        v[j] = vj
+        p[j] = p[j] * decay - lr * (mj / c1) / (math.sqrt(vj / c2) + eps)
+
+
+def _adam_rows(rows, p, g, m, v, bc, k):
+    """:func:`adam_span` over the whole of each row ``r`` of ``rows``, with the bias
+    corrections ``bc[r] = (1 - b1^t, 1 - b2^t)``."""
     for r in rows:
-        c1, c2 = bc[r, 0], bc[r, 1]
-        pr, gr, mr, vr = p[r], g[r], m[r], v[r]
-        for j in range(pr.shape[0]):
-            gj = gr[j]
-            mj = mr[j] * b1 + gj * nb1
-            vj = vr[j] * b2 + gj * gj * nb2
-            mr[j] = mj
-            vr[j] = vj
-            pr[j] = pr[j] * decay - lr * (mj / c1) / (math.sqrt(vj / c2) + eps)
+        adam_span(p[r], g[r], m[r], v[r], 0, p.shape[1], bc[r, 0], bc[r, 1], k)
 
 
 if njit is not None:
+    adam_span = njit(cache=True, nogil=True, error_model="numpy", inline="always")(adam_span)
     _adam_rows = njit(cache=True, nogil=True, error_model="numpy")(_adam_rows)

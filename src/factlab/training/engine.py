@@ -8,9 +8,12 @@ a data stack provides ``epoch(batch_size, generator)`` yielding
 :class:`~factlab.training.data.Batch` objects, ``full_batch()`` and ``take(index)``.
 
 A model family may also offer a compiled CPU step, ``has_fused_step(device)`` and
-``fused_loss_and_grad(flat, batch, ...)`` (the attention layers do; see
+``fused_loss_and_grad(flat, batch, ..., step=None)`` (the attention layers do; see
 :mod:`factlab.models.attention_kernel`), which the engine then uses in place of autograd
-(``TrainConfig.kernel``).
+(``TrainConfig.kernel``). Given ``step``, that function also takes the Adam step itself
+(:meth:`~factlab.training.adam.StackedAdam.kernel_state`); the engine asks for it on
+every epoch but those where it checks the models, whose decisions must come between the
+gradient and the step.
 
 Each model's loss is its own mean next-token cross-entropy; the engine sums them, so every
 model gets exactly its own gradient, and :class:`~factlab.training.adam.StackedAdam` steps
@@ -312,12 +315,18 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
     n_active = M
     full_batch = cfg.batch_size is None or cfg.batch_size >= data.sequences.shape[1]
 
-    def objective(batch, want_grad: bool, metrics: bool):
+    # The attention kernel can apply the Adam step itself, in the same pass, to the models'
+    # own weights only; it does so where no decision is taken between gradient and step.
+    fused_adam = fused and adam.can_compile({"flat": params.flat}, {"flat": params.flat})
+
+    def objective(batch, want_grad: bool, metrics: bool, step: bool = False):
         """At the current weights: ``(loss (M,), nll, argmax, grad (M, P) or None)``.
-        A model whose loss is not finite gets no usable gradient (Adam skips it)."""
+        A model whose loss is not finite gets no usable gradient (Adam skips it). With
+        ``step``, the Adam step is taken in the same pass (see above) and grad is None."""
         if fused:
+            adam_step = (active & batch.has_data, adam.kernel_state("flat")) if step else None
             return model.fused_loss_and_grad(params.flat, batch, grad=want_grad, metrics=metrics,
-                                             models=active, threads=threads)
+                                             models=active, threads=threads, step=adam_step)
         with torch.set_grad_enabled(want_grad):
             loss, nll, argmax = forward_loss(model, params.views(), batch, bias, metrics)
         grad = None
@@ -342,8 +351,9 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
         check = epoch % cfg.eval_every == 0 or last
         batches = [data.full_batch()] if full_batch else data.epoch(cfg.batch_size, gen)
         for b_i, batch in enumerate(batches):
+            stepped = fused_adam and not check  # at a check, models may retire before the step
             if full_batch:
-                loss, nll, argmax, grad = objective(batch, want_grad=not last, metrics=check)
+                loss, nll, argmax, grad = objective(batch, want_grad=not last, metrics=check, step=stepped)
             if check and b_i == 0:
                 # every decision is taken on the weights as they are before this epoch's updates
                 if full_batch:
@@ -376,9 +386,11 @@ def _train_chunk(model, data, cfg: TrainConfig, seed: int, fused: bool, threads:
             if not n_active:
                 break
             if not full_batch:
-                loss, _, _, grad = objective(batch, want_grad=True, metrics=False)
-            adam.step({"flat": params.flat}, {"flat": grad}, active & torch.isfinite(loss) & batch.has_data,
-                      threads=threads)
+                stepped = fused_adam                # the check, if any, was taken on its own batch
+                loss, _, _, grad = objective(batch, want_grad=True, metrics=False, step=stepped)
+            if not stepped:
+                adam.step({"flat": params.flat}, {"flat": grad}, active & torch.isfinite(loss) & batch.has_data,
+                          threads=threads)
         if not n_active:
             break
         model_epochs += n_active
