@@ -92,7 +92,7 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
                 utok[U] = t
                 U += 1
             tl[i, s] = loc[t]
-    kbuf = np.zeros(max(T, N), np.int32)                 # scratch of _exp_row
+    kbuf = np.zeros(max(4 * T, N), np.int32)     # scratch of _exp_row
     kview = kbuf.view(np.float32)
     zero = np.zeros(1, dt)[0]                    # 0 in the weights' dtype (W[0] * 0 is NaN if W[0] is)
     # ----------------------------------------------------- attention, per token (forward)
@@ -307,7 +307,8 @@ def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf,
     log-likelihoods), ``arg`` (their argmax, if ``want_argmax``) and, if ``want_grad``,
     ``dr (D, N)`` and the W_U part of ``G``; returns ``Σ wt·nll``.
 
-    Runs are taken four at a time, so every pass over W_U serves four softmax rows.
+    Runs are taken four at a time: every pass over W_U serves four softmax rows, and
+    each pass of the softmax runs over the four rows at once (as one row for the exp).
     """
     dt = W.dtype
     zero = np.zeros(1, dt)[0]
@@ -317,6 +318,10 @@ def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf,
     us = np.empty((D, K), dt)                    # W_U · softmax, per run
     c = np.zeros((4, D), dt)
     p0, p1, p2, p3 = P[0], P[1], P[2], P[3]
+    flatP = P.reshape(-1)
+    tops = np.empty(4, dt)
+    sums = np.empty(4, dt)
+    bests = np.zeros(4, np.int64)
     for k0 in range(0, K, 4):
         nb = min(4, K - k0)
         s0 = starts[k0]                          # each run's first row; a missing run repeats the first
@@ -341,25 +346,49 @@ def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf,
                 p1[t] += a1 * w
                 p2[t] += a2 * w
                 p3[t] += a3 * w
-        # ----- softmax, row by row
-        for j in range(nb):
-            pj = P[j]
-            top = pj[0]
-            b = 0
-            if want_argmax:
+        # ----- softmax of the four rows (a missing run's row is a copy of the first)
+        if want_argmax:
+            for j in range(4):
+                pj = P[j]
+                top = pj[0]
+                b = 0
                 for t in range(1, T):
                     if pj[t] > top:
                         top = pj[t]
                         b = t
-            else:
-                for t in range(1, T):
-                    top = max(top, pj[t])
-            total = _exp_row(pj, T, top, kbuf, kview)
-            inv = 1 / total
-            for t in range(Tu):
-                pj[t] *= inv
-            lse[k0 + j] = top + math.log(total)
-            best[k0 + j] = b
+                tops[j] = top
+                bests[j] = b
+        else:
+            m0, m1, m2, m3 = p0[0], p1[0], p2[0], p3[0]
+            for t in range(1, T):
+                m0 = max(m0, p0[t])
+                m1 = max(m1, p1[t])
+                m2 = max(m2, p2[t])
+                m3 = max(m3, p3[t])
+            tops[0], tops[1], tops[2], tops[3] = m0, m1, m2, m3
+        m0, m1, m2, m3 = tops[0], tops[1], tops[2], tops[3]
+        for t in range(Tu):
+            p0[t] -= m0
+            p1[t] -= m1
+            p2[t] -= m2
+            p3[t] -= m3
+        _exp_row(flatP, 4 * T, zero, kbuf, kview)
+        s0 = s1 = s2 = s3 = zero
+        for t in range(Tu):
+            s0 += p0[t]
+            s1 += p1[t]
+            s2 += p2[t]
+            s3 += p3[t]
+        i0, i1, i2, i3 = 1 / s0, 1 / s1, 1 / s2, 1 / s3
+        for t in range(Tu):
+            p0[t] *= i0
+            p1[t] *= i1
+            p2[t] *= i2
+            p3[t] *= i3
+        sums[0], sums[1], sums[2], sums[3] = s0, s1, s2, s3
+        for j in range(nb):
+            lse[k0 + j] = tops[j] + math.log(sums[j])
+            best[k0 + j] = bests[j]
         if not want_grad:
             continue
         for j in range(nb, 4):
