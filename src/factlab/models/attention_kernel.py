@@ -180,8 +180,8 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
         K = 0
         for s in range(N):
             new = s == 0
-            for j in range(i + 1):
-                new = new or inputs[m, seqs[s], j] != inputs[m, seqs[s - 1], j]
+            for j in range(i + 1):                # equal local indices: equal tokens
+                new = new or tl[j, s] != tl[j, s - 1]
             if new:
                 starts[K] = s
                 K += 1
@@ -391,9 +391,7 @@ def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf,
             best[k0 + j] = bests[j]
         if not want_grad:
             continue
-        for j in range(nb, 4):
-            P[j, :] = 0
-        # ----- W_U · softmax
+        # ----- W_U · softmax (a missing run's sums are computed and dropped)
         for d in range(D):
             base = np.uint64(oU + d * Tp)
             u0 = u1 = u2 = u3 = zero
