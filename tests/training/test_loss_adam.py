@@ -83,3 +83,22 @@ def test_compiled_adam_equals_torch_adam_in_float32_and_ignores_nan_in_inactive_
     torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-6, atol=1e-6)
     assert torch.equal(runs[True][0][3], p0[3]) and (runs[True][1].exp_avg["flat"][3] == 0).all()
     assert runs[True][1].steps.tolist() == [8, 4, 8, 0, 8]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bias_corrections_are_torch_optims_at_any_step_count(dtype):
+    """The per-step bias corrections come from a table that grows on demand (it starts at
+    1,024 steps); at every step count, on both sides of a growth, they equal torch.optim's
+    Python-float ``1 - beta^t`` cast to the dtype, and kernel_state hands over those of the
+    next step."""
+    b1, b2 = 0.8, 0.995
+    adam = StackedAdam({"w": torch.zeros(6, 3, dtype=dtype)}, AdamConfig(betas=(b1, b2)))
+    for steps in ([0, 1, 2, 10, 1023, 5], [1024, 1025, 0, 3000, 7, 2048]):
+        adam.steps = torch.tensor(steps)
+        bc1, bc2 = adam._bias_corrections(adam.steps, dtype)
+        t = [max(s, 1) for s in steps]
+        assert torch.equal(bc1, torch.tensor([1 - b1 ** k for k in t], dtype=torch.float64).to(dtype))
+        assert torch.equal(bc2, torch.tensor([1 - b2 ** k for k in t], dtype=torch.float64).to(dtype))
+        bias = adam.kernel_state("w")[3]
+        expect = [[1 - b1 ** (s + 1), 1 - b2 ** (s + 1)] for s in steps]
+        assert (bias == torch.tensor(expect, dtype=torch.float64).to(dtype).numpy()).all()

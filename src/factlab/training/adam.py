@@ -43,6 +43,8 @@ class StackedAdam:
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         first = next(iter(params.values()))
         self.steps = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)  # (M,)
+        self._bias_tables: dict = {}     # (dtype, device) -> (2, T): 1 - b^t for t = 0, 1, ...
+        self._constant_arrays: dict = {}  # dtype -> adam_span's constants
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], active: torch.Tensor,
@@ -96,17 +98,34 @@ class StackedAdam:
             run_split(_adam_rows, rows, np.ones(M), threads, *rows_of, bc, k)
 
     def _bias_corrections(self, steps: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(1 - b1^t, 1 - b2^t)`` ``(M,)`` at step counts ``steps``, computed in float64 as
-        torch.optim does, then cast to ``dtype``."""
-        b1, b2 = self.config.betas
-        t = steps.clamp(min=1).double()
-        return (1 - b1 ** t).to(dtype), (1 - b2 ** t).to(dtype)
+        """``(1 - b1^t, 1 - b2^t)`` ``(M,)`` at step counts ``steps`` (t at least 1), computed
+        in float64 as torch.optim computes them (Python floats), then cast to ``dtype``."""
+        t = steps.clamp(min=1)
+        table = self._bias_table(dtype, steps.device, int(t.max()) if t.numel() else 1)
+        return table[0, t], table[1, t]
+
+    def _bias_table(self, dtype: torch.dtype, device: torch.device, t_max: int) -> torch.Tensor:
+        """``(2, T)``: ``1 - b1^t`` and ``1 - b2^t`` for t = 0, 1, ..., at least up to
+        ``t_max``; kept per dtype and device (doubled when a step count outgrows it), so a step
+        computes no powers."""
+        key = (dtype, device)
+        table = self._bias_tables.get(key)
+        if table is None or table.shape[1] <= t_max:
+            size = max(t_max + 1, 2 * table.shape[1] if table is not None else 1024)
+            b1, b2 = self.config.betas
+            rows = [[1 - b1 ** k for k in range(size)], [1 - b2 ** k for k in range(size)]]
+            table = self._bias_tables[key] = torch.tensor(rows, dtype=torch.float64).to(device, dtype)
+        return table
 
     def _constants(self, dtype: torch.dtype) -> np.ndarray:
         """``(b1, 1 - b1, b2, 1 - b2, lr, eps, 1 - lr·wd)`` in ``dtype``, as :func:`adam_span` takes them."""
-        c = self.config
-        b1, b2 = c.betas
-        return torch.tensor([b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=dtype).numpy()
+        k = self._constant_arrays.get(dtype)
+        if k is None:
+            c = self.config
+            b1, b2 = c.betas
+            k = self._constant_arrays[dtype] = torch.tensor(
+                [b1, 1 - b1, b2, 1 - b2, c.lr, c.eps, 1 - c.lr * c.weight_decay], dtype=dtype).numpy()
+        return k
 
     def kernel_state(self, name: str) -> tuple[np.ndarray, ...]:
         """The state of parameter ``name`` for a compiled step that applies Adam itself (the
@@ -114,15 +133,17 @@ class StackedAdam:
         ``(exp_avg (M, P), exp_avg_sq (M, P), steps (M,) int64, bias (M, 2), constants (7,))``.
         The first three are numpy views of this object's tensors, to be updated in place;
         ``bias[m]`` holds the bias corrections ``(1 - b1^t, 1 - b2^t)`` of model m's next
-        step (t = ``steps[m] + 1``), computed as :meth:`step` computes them. Such a step
-        must add one to ``steps[m]`` and update with :func:`adam_span`; it then gives what
-        :meth:`step` gives, bit for bit. The tensors must be contiguous CPU tensors
-        (:meth:`can_compile`)."""
+        step (t = ``steps[m] + 1``), the values :meth:`step` uses. Such a step must add one
+        to ``steps[m]`` and update with :func:`adam_span`; it then gives what :meth:`step`
+        gives, bit for bit. The tensors must be contiguous CPU tensors (:meth:`can_compile`).
+        Built with numpy, not torch: the engine asks for it every epoch."""
         m, v = self.exp_avg[name], self.exp_avg_sq[name]
         M = m.shape[0]
-        bias = torch.stack(self._bias_corrections(self.steps + 1, m.dtype), dim=1)
-        return (m.reshape(M, -1).numpy(), v.reshape(M, -1).numpy(), self.steps.numpy(),
-                bias.numpy(), self._constants(m.dtype))
+        steps = self.steps.numpy()
+        t = steps + 1
+        table = self._bias_table(m.dtype, m.device, int(t.max()) if M else 1).numpy()
+        bias = np.ascontiguousarray(table[:, t].T)
+        return (m.reshape(M, -1).numpy(), v.reshape(M, -1).numpy(), steps, bias, self._constants(m.dtype))
 
     def take(self, index: torch.Tensor) -> "StackedAdam":
         """The state of the models at ``index``."""
@@ -131,6 +152,7 @@ class StackedAdam:
         out.exp_avg = {n: t.index_select(0, index) for n, t in self.exp_avg.items()}
         out.exp_avg_sq = {n: t.index_select(0, index) for n, t in self.exp_avg_sq.items()}
         out.steps = self.steps.index_select(0, index)
+        out._bias_tables, out._constant_arrays = self._bias_tables, self._constant_arrays
         return out
 
 

@@ -10,6 +10,7 @@ step later) plugs into :func:`factlab.training.engine.train`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -35,9 +36,10 @@ class Batch:
     weight: torch.Tensor
     evaluated: torch.Tensor
 
-    @property
+    @cached_property
     def has_data(self) -> torch.Tensor:
-        """``(M,)`` bool: models with at least one real sequence in this batch."""
+        """``(M,)`` bool: models with at least one real sequence in this batch (computed once;
+        a batch is not changed after it is made)."""
         return self.evaluated.any(dim=1)
 
 
