@@ -43,7 +43,7 @@ class StackedAdam:
         self.exp_avg_sq = {n: torch.zeros_like(p) for n, p in params.items()}
         first = next(iter(params.values()))
         self.steps = torch.zeros(first.shape[0], dtype=torch.long, device=first.device)  # (M,)
-        self._bias_tables: dict = {}     # (dtype, device) -> (2, T): 1 - b^t for t = 0, 1, ...
+        self._bias_tables: dict = {}     # dtype -> (2, T) on CPU: 1 - b^t for t = 0, 1, ...
         self._constant_arrays: dict = {}  # dtype -> adam_span's constants
 
     @torch.no_grad()
@@ -99,22 +99,27 @@ class StackedAdam:
 
     def _bias_corrections(self, steps: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1 - b1^t, 1 - b2^t)`` ``(M,)`` at step counts ``steps`` (t at least 1), computed
-        in float64 as torch.optim computes them (Python floats), then cast to ``dtype``."""
+        in float64, then cast to ``dtype``. On CPU they are read from :meth:`_bias_table`
+        (the values :meth:`kernel_state` hands over); on another device they are computed
+        there, since sizing the table would read the step counts back and wait for the
+        device on every step."""
         t = steps.clamp(min=1)
-        table = self._bias_table(dtype, steps.device, int(t.max()) if t.numel() else 1)
+        if steps.device.type != "cpu":
+            b1, b2 = self.config.betas
+            return (1 - b1 ** t.double()).to(dtype), (1 - b2 ** t.double()).to(dtype)
+        table = self._bias_table(dtype, int(t.max()) if t.numel() else 1)
         return table[0, t], table[1, t]
 
-    def _bias_table(self, dtype: torch.dtype, device: torch.device, t_max: int) -> torch.Tensor:
-        """``(2, T)``: ``1 - b1^t`` and ``1 - b2^t`` for t = 0, 1, ..., at least up to
-        ``t_max``; kept per dtype and device (doubled when a step count outgrows it), so a step
-        computes no powers."""
-        key = (dtype, device)
-        table = self._bias_tables.get(key)
+    def _bias_table(self, dtype: torch.dtype, t_max: int) -> torch.Tensor:
+        """``(2, T)`` on CPU: ``1 - b1^t`` and ``1 - b2^t`` for t = 0, 1, ..., at least up to
+        ``t_max``, computed as torch.optim computes them (Python floats); kept per dtype
+        (doubled when a step count outgrows it), so a step computes no powers."""
+        table = self._bias_tables.get(dtype)
         if table is None or table.shape[1] <= t_max:
             size = max(t_max + 1, 2 * table.shape[1] if table is not None else 1024)
             b1, b2 = self.config.betas
             rows = [[1 - b1 ** k for k in range(size)], [1 - b2 ** k for k in range(size)]]
-            table = self._bias_tables[key] = torch.tensor(rows, dtype=torch.float64).to(device, dtype)
+            table = self._bias_tables[dtype] = torch.tensor(rows, dtype=torch.float64).to(dtype)
         return table
 
     def _constants(self, dtype: torch.dtype) -> np.ndarray:
@@ -141,7 +146,7 @@ class StackedAdam:
         M = m.shape[0]
         steps = self.steps.numpy()
         t = steps + 1
-        table = self._bias_table(m.dtype, m.device, int(t.max()) if M else 1).numpy()
+        table = self._bias_table(m.dtype, int(t.max()) if M else 1).numpy()
         bias = np.ascontiguousarray(table[:, t].T)
         return (m.reshape(M, -1).numpy(), v.reshape(M, -1).numpy(), steps, bias, self._constants(m.dtype))
 
