@@ -22,9 +22,9 @@ import torch
 
 from factlab.databases.generators import paper_population
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack, paper_layer_grid
-from factlab.training.adam import AdamConfig
-from factlab.training.data import FactSequences
-from factlab.training.engine import TrainConfig, train
+from factlab.training.data import FixedData
+from factlab.training.engine import RunConfig, TrainConfig, train
+from factlab.training.optim import Adam
 
 PAPER_MODEL_EPOCHS = 3947 * 2000
 
@@ -45,7 +45,7 @@ def per_model_loop(stack: AttentionStack, dbs, epochs: int, lr: float) -> None:
     """The baseline: each model alone, torch.optim.Adam, full-batch epochs."""
     for i, db in enumerate(dbs):
         alone = AttentionStack.from_weights([stack.configs[i]], [stack.model_weights(i)])
-        W = {n: w.clone().requires_grad_(True) for n, w in alone.weights.items()}
+        W = {n: w.clone().requires_grad_(True) for n, w in alone.params.items()}
         opt = torch.optim.Adam(list(W.values()), lr=lr)
         seq = torch.from_numpy(db.sequences().copy())
         inputs, targets = seq[None, :, :2], seq[:, 1:].reshape(-1)
@@ -70,16 +70,17 @@ def main() -> None:
     pairs = draw_pairs(args.pairs)
     dbs = [db for db, _ in pairs]
     stack = AttentionStack.init([c for _, c in pairs], seed=0)
-    data = FactSequences.from_databases(dbs)
+    data = FixedData.from_databases(dbs)
     lr = 1e-2
-    cfg = TrainConfig(max_epochs=args.epochs, stop_tau=None, adam=AdamConfig(lr=lr), device=args.device)
+    cfg = TrainConfig(max_epochs=args.epochs, stop_tau=None, optimizer=Adam(lr=lr))
+    run = RunConfig(device=args.device)
 
     engine_times, loop_times = [], []
     n_loop = min(args.loop_pairs, args.pairs)
     loop_stack = stack.select(range(n_loop))
     for _ in range(args.repeats):
         t = time.perf_counter()
-        train(stack, data, cfg)
+        train(stack, data, cfg, run)
         if args.device != "cpu":
             torch.cuda.synchronize()
         engine_times.append(time.perf_counter() - t)

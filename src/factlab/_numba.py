@@ -1,7 +1,7 @@
 """numba, where it is installed, and the compile options factlab's kernels share.
 
 The compiled kernels (:mod:`factlab.models.attention_kernel`, :mod:`factlab.tensors.cp_kernel`,
-the Adam step of :mod:`factlab.training.adam`) import numba from here, so that one guard
+the optimizer updates of :mod:`factlab._updates`) import numba from here, so that one guard
 decides whether they exist; each keeps a torch form for where numba is missing.
 """
 

@@ -1,7 +1,7 @@
 """Run a compiled (GIL-free) function over a split of work items on a few threads.
 
 The compiled kernels of factlab (:mod:`factlab.models.attention_kernel`,
-:mod:`factlab.tensors.cp_kernel`, the Adam step of :mod:`factlab.training.adam`) each
+:mod:`factlab.tensors.cp_kernel`, the optimizer updates of :mod:`factlab._updates`) each
 handle a list of independent items (models, rows) and release the GIL; this module shares
 the items among threads, balanced by a cost per item, and waits for all. An item always
 runs whole on one thread, so the split changes no result.

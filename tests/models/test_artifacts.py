@@ -37,7 +37,7 @@ def test_artifacts_match_brute_force(tau):
                AttentionLayerConfig(train.n_tokens, 3, 1, 1, 3)]
     # large weights make confident predictions, so there are artifacts to find
     stack = AttentionStack.init(configs, seed=3, dtype=torch.float64)
-    stack = AttentionStack(stack.configs, {n: 3 * w for n, w in stack.weights.items()})
+    stack = AttentionStack(stack.configs, {n: 3 * w for n, w in stack.params.items()})
     for model in range(2):
         result = artifacts(stack, train, model=model, tau=tau)
         ref = brute_force(stack, train, model, tau)

@@ -52,7 +52,7 @@ def stack():
 def test_padded_model_equals_model_alone(stack):
     for i, c in enumerate(CONFIGS):
         alone = AttentionStack.from_weights([c], [stack.model_weights(i)])
-        assert alone.weights["W_E"].shape == (1, c.n_tokens, c.d_model)
+        assert alone.params["W_E"].shape == (1, c.n_tokens, c.d_model)
         for tokens in some_sequences(c.n_tokens):
             padded = stack.logits(tokens)[i, ..., : c.n_tokens]
             torch.testing.assert_close(padded, alone.logits(tokens)[0], rtol=0, atol=1e-12)
@@ -80,7 +80,7 @@ def test_logits_beyond_vocabulary_are_minus_inf(stack):
 
 
 def test_gradient_of_padding_is_exactly_zero(stack):
-    weights = {n: stack.weights[n].clone().requires_grad_(True) for n in WEIGHT_NAMES}
+    weights = {n: stack.params[n].clone().requires_grad_(True) for n in WEIGHT_NAMES}
     tokens = torch.tensor([[0, 1, 2], [3, 4, 0], [2, 2, 1]])
     z = stack.logits(tokens, weights=weights)
     loss = torch.where(torch.isfinite(z), z, torch.zeros_like(z)).pow(2).sum()
@@ -95,7 +95,7 @@ def test_gradient_of_padding_is_exactly_zero(stack):
 def test_select_keeps_models_and_repads(stack):
     sub = stack.select([2, 1])
     assert sub.configs == (CONFIGS[2], CONFIGS[1])
-    assert sub.weights["W_E"].shape == (2, 7, 5)  # re-padded to the largest of the two
+    assert sub.params["W_E"].shape == (2, 7, 5)  # re-padded to the largest of the two
     for j, i in enumerate([2, 1]):
         for name, w in stack.model_weights(i).items():
             assert torch.equal(sub.model_weights(j)[name], w)
@@ -110,8 +110,8 @@ def test_init_is_deterministic_and_per_model():
     b = AttentionStack.init(CONFIGS, seed=3)
     c = AttentionStack.init(CONFIGS, seed=4)
     for n in WEIGHT_NAMES:
-        assert torch.equal(a.weights[n], b.weights[n])
-        assert not torch.equal(a.weights[n], c.weights[n])
+        assert torch.equal(a.params[n], b.params[n])
+        assert not torch.equal(a.params[n], c.params[n])
 
 
 def test_circuits_are_products_of_weights(stack):

@@ -18,13 +18,14 @@ from factlab.errors import ConfigError
 from factlab.experiments.plan import Task
 from factlab.experiments.store import tau_column
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
-from factlab.training.data import FactSequences
-from factlab.training.engine import TrainConfig, train
+from factlab.training.data import FixedData
+from factlab.training.engine import RunConfig, TrainConfig, train
 
 Progress = Callable[[int], None]
 
 
-def train_shard(tasks: Sequence[Task], config: TrainConfig, progress: Progress | None = None) -> list[dict]:
+def train_shard(tasks: Sequence[Task], config: tuple[TrainConfig, RunConfig],
+                progress: Progress | None = None) -> list[dict]:
     """Train every pair of a shard together with the engine; one ``runs`` row per pair.
 
     Each pair's layer is initialised alone from its own seed (``AttentionStack.init`` of a
@@ -35,12 +36,13 @@ def train_shard(tasks: Sequence[Task], config: TrainConfig, progress: Progress |
     from factlab import __version__
 
     start = time.perf_counter()
+    train_cfg, run_cfg = config
     configs = [AttentionLayerConfig(n_tokens=t.database.n_tokens, **t.layer) for t in tasks]
-    dtype = getattr(torch, config.dtype)
+    dtype = getattr(torch, run_cfg.dtype)
     weights = [AttentionStack.init([c], seed=t.pair.init_seed, dtype=dtype).model_weights(0)
                for c, t in zip(configs, tasks)]
     stack = AttentionStack.from_weights(configs, weights)
-    data = FactSequences.from_databases([t.database for t in tasks])
+    data = FixedData.from_databases([t.database for t in tasks])
     done = [0]
 
     def report(n: int) -> None:
@@ -48,7 +50,7 @@ def train_shard(tasks: Sequence[Task], config: TrainConfig, progress: Progress |
             progress(n - done[0])
         done[0] = n
 
-    result = train(stack, data, config, progress=report)
+    result = train(stack, data, train_cfg, run_cfg, progress=report)
     seconds = time.perf_counter() - start
     host = platform.node()
     rows = []
@@ -57,7 +59,7 @@ def train_shard(tasks: Sequence[Task], config: TrainConfig, progress: Progress |
                "status": r.status, "epochs": r.epochs, "loss": r.loss, "accuracy": r.accuracy}
         row.update({tau_column(tau): acc for tau, acc in r.tau_accuracy.items()})
         row.update({"init_seed": t.pair.init_seed, "factlab_version": __version__,
-                    "torch_version": torch.__version__, "device": config.device, "host": host,
+                    "torch_version": torch.__version__, "device": run_cfg.device, "host": host,
                     "shard_seconds": seconds, "kernel": result.kernel})
         rows.append(row)
     return rows
@@ -68,7 +70,7 @@ class LocalBackend:
 
     name = "local"
 
-    def map(self, shards: Sequence[Sequence[Task]], config: TrainConfig,
+    def map(self, shards: Sequence[Sequence[Task]], config: tuple[TrainConfig, RunConfig],
             progress: Progress | None = None) -> Iterator[tuple[int, list[dict]]]:
         for i, shard in enumerate(shards):
             yield i, train_shard(shard, config, progress)
@@ -103,7 +105,7 @@ class RayBackend:
         self.max_in_flight = max_in_flight or max(1, cpus // self.threads) * 2
         self._remote = ray.remote(num_cpus=self.threads)(_ray_train_shard)
 
-    def map(self, shards: Sequence[Sequence[Task]], config: TrainConfig,
+    def map(self, shards: Sequence[Sequence[Task]], config: tuple[TrainConfig, RunConfig],
             progress: Progress | None = None) -> Iterator[tuple[int, list[dict]]]:
         ray = self.ray
         pending: dict = {}
@@ -126,7 +128,7 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def _ray_train_shard(tasks, config: TrainConfig, threads: int) -> list[dict]:
+def _ray_train_shard(tasks, config: tuple[TrainConfig, RunConfig], threads: int) -> list[dict]:
     torch.set_num_threads(threads)
     return train_shard(tasks, config)
 

@@ -66,9 +66,9 @@ from factlab.models.bounds import layer_bounds
 from factlab.tensors.cp_search import CPSearchConfig
 from factlab.tensors.database_tensor import proposition_2_1
 from factlab.tensors.rank import effective_rank
-from factlab.training.adam import AdamConfig
-from factlab.training.data import FactSequences
+from factlab.training.data import FixedData
 from factlab.training.engine import TrainConfig, train
+from factlab.training.optim import Adam
 
 SCALES = ("quick", "paper")
 Layer = tuple[int, int, int, int]  # (d_model, n_heads, d_head_qk, d_head_vo)
@@ -384,8 +384,7 @@ def database_row(config: CompletionsConfig, db_id: int) -> dict:
 
 def train_config(config: CompletionsConfig, epochs: int) -> TrainConfig:
     """Full-batch Adam for exactly ``epochs`` epochs (no early stopping), τ-accuracy at ``tau``."""
-    return TrainConfig(max_epochs=epochs, adam=AdamConfig(lr=config.lr), stop_tau=None, taus=(config.tau,),
-                       seed=config.seed)
+    return TrainConfig(max_epochs=epochs, optimizer=Adam(lr=config.lr), stop_tau=None, taus=(config.tau,))
 
 
 def run_metrics(stack: AttentionStack, model: int, train_db: Database, held: Database, tau: float) -> dict:
@@ -426,7 +425,7 @@ def train_runs(config: CompletionsConfig, runs: list[tuple[int, int, int, int]])
         configs.append(c)
         weights.append(AttentionStack.init([c], seed=init_seed(config, d, li)).model_weights(0))
     stack = AttentionStack.from_weights(configs, weights)
-    result = train(stack, FactSequences.from_databases([dbs[d][1] for _, d, _, _ in runs]), tc)
+    result = train(stack, FixedData.from_databases([dbs[d][1] for _, d, _, _ in runs]), tc)
     rows = []
     for i, ((run_id, d, li, e), r) in enumerate(zip(runs, result.results)):
         dm, h, qk, vo = config.layers[li]
@@ -438,7 +437,7 @@ def train_runs(config: CompletionsConfig, runs: list[tuple[int, int, int, int]])
                      **run_metrics(result.model, i, dbs[d][1], dbs[d][2], config.tau)})
     seconds = time.perf_counter() - start
     now = _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
-    record = {**asdict(tc), "kernel_used": result.kernel, "numba_version": attention_kernel.version()}
+    record = {**tc.to_dict(), "kernel_used": result.kernel, "numba_version": attention_kernel.version()}
     prov = {"train_config": json.dumps(record, sort_keys=True, default=str), "factlab_version": __version__,
             "torch_version": torch.__version__, "host": platform.node(), "shard_seconds": seconds, "finished_at": now}
     return [{**row, **prov} for row in rows], result.model

@@ -26,8 +26,8 @@ from factlab.experiments.backends import make_backend
 from factlab.models import attention_kernel
 from factlab.experiments.spec import ExperimentSpec
 from factlab.experiments.store import ResultStore, provenance_json
-from factlab.training.adam import AdamConfig
-from factlab.training.engine import TrainConfig
+from factlab.training.engine import RunConfig, TrainConfig
+from factlab.training.optim import Adam
 
 RANK_BATCH = 137  # databases per committed batch of rank intervals (one batched CP search each)
 
@@ -41,13 +41,14 @@ class RunSummary:
     seconds: float
 
 
-def train_config(spec: ExperimentSpec) -> TrainConfig:
-    """The engine's config for a spec (full-batch epochs, so no shuffling depends on shards)."""
+def train_config(spec: ExperimentSpec) -> tuple[TrainConfig, RunConfig]:
+    """The engine's configs for a spec: what to train (full-batch epochs, so no shuffling
+    depends on shards) and how to run it."""
     t, r = spec.training, spec.runner
-    return TrainConfig(max_epochs=t.max_epochs, adam=AdamConfig(lr=t.lr), stop_tau=t.stop_tau,
-                       eval_every=t.eval_every, taus=tuple(spec.thresholds.taus), chunk_size=r.chunk_size,
-                       device=r.device, dtype=t.dtype, threads=r.threads or None, seed=spec.seed,
-                       kernel=r.kernel)
+    return (TrainConfig(max_epochs=t.max_epochs, optimizer=Adam(lr=t.lr), stop_tau=t.stop_tau,
+                        eval_every=t.eval_every, taus=tuple(spec.thresholds.taus)),
+            RunConfig(chunk_size=r.chunk_size, device=r.device, dtype=t.dtype, threads=r.threads or None,
+                      kernel=r.kernel))
 
 
 def provenance() -> dict:
@@ -87,7 +88,7 @@ def run_experiment(spec: ExperimentSpec, store_path: str | Path, *, resume: bool
         todo = [p for p in pair_list if p.pair_id not in done]
         shard_list = plan.shards(spec, todo, dbs)
         config = train_config(spec)
-        record = {"engine": _config_dict(config), "spec_hash": spec.hash}
+        record = {"engine": {**config[0].to_dict(), **config[1].to_dict()}, "spec_hash": spec.hash}
         be = make_backend(backend, address, threads=spec.runner.threads)
         bar = _bar(len(pair_list), len(done), progress, desc=f"{spec.name}: training pairs")
         trained = 0
@@ -160,13 +161,6 @@ def _rank_intervals(rank_mod, dbs, config, seed):
     if hasattr(rank_mod, "rank_intervals"):
         return list(rank_mod.rank_intervals(dbs, config=config, seed=seed))
     return [rank_mod.rank_interval(db, config=config, seed=seed) for db in dbs]
-
-
-def _config_dict(config: TrainConfig) -> dict:
-    from dataclasses import asdict
-    d = asdict(config)
-    d["taus"] = list(d["taus"])
-    return d
 
 
 class _NoBar:

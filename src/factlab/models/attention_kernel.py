@@ -18,9 +18,10 @@ gradient with hand-written loops compiled by numba, one model per thread:
   approximation: the logits at position i depend only on tokens 0..i. Runs are taken
   four at a time, so that each pass over W_U serves four softmax rows, and a row's
   logits never leave a ``(4, T)`` scratch block;
-- optionally, the Adam step is applied in the same pass, to the model's own weights
-  only (:func:`loss_and_grad`'s ``step``), so that no gradient is written out and the
-  padding is never visited.
+- optionally, the optimizer's step is applied in the same pass, to the model's own
+  weights only (:func:`loss_and_grad`'s ``step``, the element-wise rule of
+  :mod:`factlab._updates`), so that no gradient is written out and the padding is never
+  visited.
 
 Each model's work runs on one thread in a fixed order, so results do not depend on the
 thread count or timing. The autograd path stays the reference: the test suite checks this
@@ -36,9 +37,12 @@ import math
 
 import numpy as np
 
+import torch
+
+from factlab import _updates
 from factlab._numba import OPTIONS, available, njit, numba, version  # noqa: F401 (available, version: this module's API)
 from factlab._threads import run_split
-from factlab.training.adam import adam_span
+from factlab.errors import ConfigError
 
 
 def _run_models(models, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
@@ -52,8 +56,8 @@ def _run_models(models, flat, grad, dims, offsets, pad, inputs, targets, weight,
 def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
                want_grad, want_argmax, loss, nll, argmax, want_step, step):
     """Fill model ``m``'s ``loss[m]``, ``nll[m]``, ``argmax[m]`` and, if ``want_grad``,
-    ``grad[m]``; or, if ``want_step``, apply the Adam step to ``flat[m]`` instead of
-    writing the gradient out (``step``: see :func:`_adam_own`).
+    ``grad[m]``; or, if ``want_step``, apply the optimizer step to ``flat[m]`` instead of
+    writing the gradient out (``step``: see :func:`_update_own`).
 
     ``dims (M, 5)``: each model's own T, D, H, A, B; ``pad (5,)``: the padded ones;
     ``offsets (6,)``: where each weight starts in a row of ``flat``; ``rows (M, S)``: the
@@ -267,34 +271,37 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
     if not want_step:
         grad[m, :] = G
     elif step[0][m] and math.isfinite(loss_m):
-        _adam_own(m, flat[m], G, step, dims, pad, offsets)
+        _update_own(m, flat[m], G, step, dims, pad, offsets)
 
 
-def _adam_own(m, p, G, step, dims, pad, offsets):
-    """One Adam step of model ``m``'s own weights ``p`` (its row of ``flat``) with gradient
-    ``G``; the padding, whose gradient is always 0, is left alone as :meth:`StackedAdam.step`
-    leaves it. ``step = (stepping (M,) bool, exp_avg (M, P), exp_avg_sq (M, P), steps (M,),
-    bias (M, 2), constants (7,))``, from
-    :meth:`~factlab.training.adam.StackedAdam.kernel_state`; ``stepping`` is not read here."""
-    _, am, av, steps, bias, k = step
+def _update_own(m, p, G, step, dims, pad, offsets):
+    """One optimizer step of model ``m``'s own weights ``p`` (its row of ``flat``) with
+    gradient ``G``; the padding, whose gradient is always 0, is left alone as the engine's
+    optimizer leaves it. ``step = (stepping (M,) bool, rule, s1 (M, P), s2 (M, P), steps
+    (M,), c (M, 2), k)``: a :class:`factlab._updates.KernelUpdate` behind the stepping
+    flags (which are not read here)."""
+    rule, am, av, steps, c, k = step[1], step[2], step[3], step[4], step[5], step[6]
     steps[m] += 1
-    c1, c2 = bias[m, 0], bias[m, 1]
+    c1, c2 = c[m, 0], c[m, 1]
     mm, vv = am[m], av[m]
     T, D, H, A, B = dims[m, 0], dims[m, 1], dims[m, 2], dims[m, 3], dims[m, 4]
     Tp, Dp, Ap, Bp = pad[0], pad[1], pad[3], pad[4]
     oE, oU, oQ, oK, oV, oO = offsets[0], offsets[1], offsets[2], offsets[3], offsets[4], offsets[5]
     for t in range(T):                           # each weight's own block, as contiguous runs
-        adam_span(p, G, mm, vv, oE + t * Dp, oE + t * Dp + D, c1, c2, k)
+        span(p, G, mm, vv, oE + t * Dp, oE + t * Dp + D, rule, c1, c2, k)
     for d in range(D):
-        adam_span(p, G, mm, vv, oU + d * Tp, oU + d * Tp + T, c1, c2, k)
+        span(p, G, mm, vv, oU + d * Tp, oU + d * Tp + T, rule, c1, c2, k)
     for h in range(H):
         for d in range(D):
-            adam_span(p, G, mm, vv, oQ + (h * Dp + d) * Ap, oQ + (h * Dp + d) * Ap + A, c1, c2, k)
-            adam_span(p, G, mm, vv, oV + (h * Dp + d) * Bp, oV + (h * Dp + d) * Bp + B, c1, c2, k)
+            span(p, G, mm, vv, oQ + (h * Dp + d) * Ap, oQ + (h * Dp + d) * Ap + A, rule, c1, c2, k)
+            span(p, G, mm, vv, oV + (h * Dp + d) * Bp, oV + (h * Dp + d) * Bp + B, rule, c1, c2, k)
         for a in range(A):
-            adam_span(p, G, mm, vv, oK + (h * Ap + a) * Dp, oK + (h * Ap + a) * Dp + D, c1, c2, k)
+            span(p, G, mm, vv, oK + (h * Ap + a) * Dp, oK + (h * Ap + a) * Dp + D, rule, c1, c2, k)
         for b in range(B):
-            adam_span(p, G, mm, vv, oO + (h * Bp + b) * Dp, oO + (h * Bp + b) * Dp + D, c1, c2, k)
+            span(p, G, mm, vv, oO + (h * Bp + b) * Dp, oO + (h * Bp + b) * Dp + D, rule, c1, c2, k)
+
+
+span = _updates.span
 
 
 def _unembed(W, G, oU, Tp, T, D, r, dr, ys, wts, starts, K, N, P, nl, arg, kbuf, kview,
@@ -531,8 +538,8 @@ if numba is not None:
         return lambda x, T, top, kbuf, kview: _exp_row_f64(x, T, top, kbuf, kview)
 
     _unembed = njit(**_options)(_unembed)
-    # no fastmath here: the step must round as StackedAdam's own compiled step does
-    _adam_own = njit(cache=True, nogil=True, error_model="numpy")(_adam_own)
+    # no fastmath here: the step must round as the optimizer's own compiled step does
+    _update_own = njit(cache=True, nogil=True, error_model="numpy")(_update_own)
     _axpy, _dot = njit(**_inline)(_axpy), njit(**_inline)(_dot)
     _one_model = njit(nogil=True, **_options)(_one_model)
     _run_models = njit(nogil=True, **_options)(_run_models)
@@ -540,16 +547,16 @@ if numba is not None:
 
 def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: np.ndarray,
                   targets: np.ndarray, weight: np.ndarray, rows: np.ndarray, models: np.ndarray,
-                  *, grad_out: np.ndarray | None, want_argmax: bool, threads: int, step: tuple | None = None):
-    """Run the kernel for ``models`` on numpy arrays (see
-    :meth:`~factlab.models.attention_layer.AttentionStack.fused_loss_and_grad`); the
-    gradient, if ``grad_out`` (shaped like ``flat``) is given, is written there.
+                  *, grad_out: np.ndarray | None, want_argmax: bool, threads: int,
+                  step: tuple | None = None):
+    """Run the kernel for ``models`` on numpy arrays (see :class:`CompiledAttentionStep`);
+    the gradient, if ``grad_out`` (shaped like ``flat``) is given, is written there.
 
-    ``step = (stepping (M,) bool, *StackedAdam.kernel_state(...))``: instead of writing the
-    gradient, apply one Adam step in place to ``flat`` (and the moments and step counts)
-    for each model of ``models`` where ``stepping`` is true and whose loss is finite, as
-    :meth:`~factlab.training.adam.StackedAdam.step` would with that gradient; ``grad_out``
-    must then be None.
+    ``step = (stepping (M,) bool, update)``, ``update`` a
+    :class:`factlab._updates.KernelUpdate`: instead of writing the gradient, apply one
+    optimizer step in place to ``flat`` (and its state and step counts) for each model of
+    ``models`` where ``stepping`` is true and whose loss is finite, as the engine's
+    optimizer would with that gradient; ``grad_out`` must then be None.
 
     Models are shared among ``threads`` threads, largest first onto the least loaded
     (by sequences x vocabulary); each model runs whole on one thread, so the split does
@@ -569,9 +576,12 @@ def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: n
         skipped = np.ones(M, dtype=bool)
         skipped[models] = False
         grad_out[skipped] = 0                   # computed rows are written whole by the kernel
-    if not want_step:                           # placeholders of the right types
-        step = (np.zeros(0, np.bool_), flat[:, :0], flat[:, :0], np.zeros(0, np.int64),
-                np.zeros((0, 2), flat.dtype), np.zeros(7, flat.dtype))
+    if want_step:
+        stepping, u = step
+        step = (stepping, np.int64(u.rule), u.s1, u.s2, u.steps, u.c, u.k)
+    else:                                       # placeholders of the right types
+        step = (np.zeros(0, np.bool_), np.int64(0), flat[:, :0], flat[:, :0], np.zeros(0, np.int64),
+                np.zeros((0, 2), flat.dtype), np.zeros(8, flat.dtype))
     grad = grad_out if want_grad else np.zeros((M, 0), flat.dtype)
     loss = np.zeros(M, np.float64)
     nll = np.zeros((M, S, n), flat.dtype)
@@ -580,3 +590,75 @@ def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: n
               flat, grad, dims, offsets, np.asarray(pad, np.int64), inputs, targets, weight, rows,
               want_grad, want_argmax, loss, nll, argmax, want_step, step)
     return loss, nll, argmax, grad_out
+
+
+class CompiledAttentionStep:
+    """The engine's compiled step for one stack of attention layers (the protocol
+    ``factlab.training.interfaces.CompiledStep``): each model's loss, metrics and gradient
+    in one compiled pass, the same quantities as the autograd path (the stack's
+    ``readout`` with the fused unembedding cross-entropy of :mod:`factlab.training.loss`).
+
+    It owns what it reuses from one call to the next: the gradient buffer, the models'
+    own sizes, and the numpy form of the last batch (the engine passes the same full batch
+    every epoch). ``flat (M, P)`` holds each model's weights in one row: the padded shapes
+    of ``W_E, W_U, W_Q, W_K, W_V, W_O`` flattened and concatenated in that order.
+    """
+
+    def __init__(self, stack):
+        p = stack.params
+        self.n_models = stack.n_models
+        self.dims = np.array([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo) for c in stack.configs],
+                             dtype=np.int64)                                   # (M, 5): own T, D, H, A, B
+        T, D = p["W_E"].shape[1:]
+        H, _, A = p["W_Q"].shape[1:]
+        self.pad = np.array([T, D, H, A, p["W_V"].shape[-1]], dtype=np.int64)  # padded T, D, H, A, B
+        self._grad: np.ndarray | None = None
+        self._batch: tuple | None = None
+
+    @staticmethod
+    def supports(batch) -> bool:
+        """Whether the kernel computes this batch: it scores every input position."""
+        return tuple(batch.positions) == tuple(range(batch.inputs.shape[-1]))
+
+    def __call__(self, flat: torch.Tensor, batch, *, grad: bool = True, metrics: bool = True,
+                 models: torch.Tensor | None = None, threads: int | None = None, update: tuple | None = None):
+        """``(loss (M,) float64, nll (M, B, n), argmax (M, B, n) or None, grad (M, P) or
+        None)``; ``models`` (bool ``(M,)``) limits the work (the others get loss 0 and
+        gradient 0). The gradient lives in a buffer that the next call overwrites. With
+        ``update = (stepping (M,) bool tensor, KernelUpdate)`` the optimizer step is taken
+        in the same pass (see :func:`loss_and_grad`) and no gradient is returned."""
+        if flat.device.type != "cpu":
+            raise ConfigError("the compiled attention step runs on CPU only")
+        if not available():
+            raise ConfigError("the compiled attention step needs numba (pip install numba)")
+        if not self.supports(batch):
+            raise ConfigError(f"the compiled attention step scores every position; this batch scores {batch.positions}")
+        flat_np = flat.detach().contiguous().numpy()
+        inputs, targets, weight, rows = self._arrays(batch, flat.dtype)
+        chosen = np.arange(self.n_models) if models is None else np.flatnonzero(models.cpu().numpy())
+        step = None
+        out = None
+        if update is not None:
+            if not flat.is_contiguous():
+                raise ValueError("a compiled step updates flat in place: it must be contiguous")
+            stepping, state = update
+            step = (stepping.cpu().numpy(), state)
+        elif grad:
+            if self._grad is None or self._grad.shape != flat_np.shape or self._grad.dtype != flat_np.dtype:
+                self._grad = np.empty_like(flat_np)
+            out = self._grad
+        loss, nll, argmax, g = loss_and_grad(
+            flat_np, self.dims, self.pad, inputs, targets, weight, rows, chosen, grad_out=out,
+            want_argmax=metrics, threads=threads or torch.get_num_threads(), step=step)
+        return (torch.from_numpy(loss), torch.from_numpy(nll), torch.from_numpy(argmax) if metrics else None,
+                torch.from_numpy(g) if out is not None else None)
+
+    def _arrays(self, batch, dtype: torch.dtype):
+        """The batch as the kernel's numpy arrays, kept for the next call with the same batch."""
+        if self._batch is not None and self._batch[0] is batch and self._batch[1] == dtype:
+            return self._batch[2]
+        weight = batch.weight.to(dtype)
+        arrays = (batch.inputs.contiguous().numpy(), batch.targets.contiguous().numpy(),
+                  weight.contiguous().numpy(), (batch.evaluated | (weight > 0).any(dim=2)).numpy())
+        self._batch = (batch, dtype, arrays)
+        return arrays

@@ -28,6 +28,7 @@ import torch
 
 from factlab.errors import ConfigError
 from factlab.models import attention_kernel
+from factlab.models.stack import Stack
 
 WEIGHT_NAMES = ("W_E", "W_U", "W_Q", "W_K", "W_V", "W_O")
 
@@ -63,11 +64,13 @@ class AttentionLayerConfig:
         """``2 · n_heads · d_model · (d_head_vo + d_head_qk)`` (Wong 2025, sec. 4)."""
         return 2 * self.n_heads * self.d_model * (self.d_head_vo + self.d_head_qk)
 
+    def axis_sizes(self) -> dict[str, int]:
+        """The length of each named axis of the weights (:class:`AttentionStack` ``AXES``)."""
+        return {"T": self.n_tokens, "D": self.d_model, "H": self.n_heads, "A": self.d_head_qk, "B": self.d_head_vo}
+
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The unpadded shape of each weight."""
-        T, d, H, a, b = self.n_tokens, self.d_model, self.n_heads, self.d_head_qk, self.d_head_vo
-        return {"W_E": (T, d), "W_U": (d, T), "W_Q": (H, d, a), "W_K": (H, a, d),
-                "W_V": (H, d, b), "W_O": (H, b, d)}
+        return AttentionStack.shapes(self)
 
 
 def init_weights(config: AttentionLayerConfig, generator: torch.Generator,
@@ -88,222 +91,67 @@ def init_weights(config: AttentionLayerConfig, generator: torch.Generator,
     }
 
 
-class AttentionStack:
-    """M attention layers of possibly different sizes, padded and masked into one set of tensors.
+class AttentionStack(Stack):
+    """M attention layers of possibly different sizes, padded and masked into one set of tensors
+    (:class:`~factlab.models.stack.Stack`).
 
-    ``weights`` maps each name of :data:`WEIGHT_NAMES` to a tensor with a leading model
+    ``params`` maps each name of :data:`WEIGHT_NAMES` to a tensor with a leading model
     axis: ``W_E (M, T, D)``, ``W_U (M, D, T)``, ``W_Q (M, H, D, A)``, ``W_K (M, H, A, D)``,
     ``W_V (M, H, D, B)``, ``W_O (M, H, B, D)`` where T, D, H, A, B are the largest
     vocabulary, d_model, n_heads, d_head_qk and d_head_vo of the stack. ``masks`` has the
     same shapes with 1 where a model has the entry and 0 in its padding.
     """
 
-    def __init__(self, configs: Sequence[AttentionLayerConfig], weights: dict[str, torch.Tensor]):
-        self.configs = tuple(configs)
-        if not self.configs:
-            raise ConfigError("a stack needs at least one layer")
-        self.masks = _masks(self.configs, dtype=weights["W_E"].dtype, device=weights["W_E"].device)
-        missing = set(WEIGHT_NAMES) - set(weights)
-        if missing:
-            raise ConfigError(f"missing weights {sorted(missing)}")
-        for name in WEIGHT_NAMES:
-            if weights[name].shape != self.masks[name].shape:
-                raise ConfigError(f"{name} has shape {tuple(weights[name].shape)}, "
-                                  f"expected {tuple(self.masks[name].shape)} for these configs")
-        self.weights = {name: weights[name] * self.masks[name] for name in WEIGHT_NAMES}
-        self.token_mask = _token_mask(self.configs, weights["W_E"].device)
-
-    # ------------------------------------------------------------------ construction
-    @classmethod
-    def init(cls, configs: Sequence[AttentionLayerConfig], *, seed: int = 0,
-             dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> "AttentionStack":
-        """A stack of freshly initialised layers (see :func:`init_weights`).
-
-        Model i is drawn from its own generator seeded with ``(seed, i)``, at its own sizes,
-        then padded: the same seed gives the same stack, and a model's weights do not depend
-        on the other models in the stack.
-        """
-        configs = tuple(configs)
-        per_model = []
-        for i, c in enumerate(configs):
-            g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, i]).generate_state(1)[0]))
-            per_model.append(init_weights(c, g, dtype))
-        return cls.from_weights(configs, per_model, device=device)
+    AXES = {"W_E": "TD", "W_U": "DT", "W_Q": "HDA", "W_K": "HAD", "W_V": "HDB", "W_O": "HBD"}
+    OUTPUT_AXIS = "T"       # logits over the model's whole vocabulary
+    CHUNK_AXES = "T"        # the unembedding over the vocabulary is most of the work
 
     @classmethod
-    def from_weights(cls, configs: Sequence[AttentionLayerConfig], per_model: Sequence[dict[str, torch.Tensor]],
-                     *, device: str | torch.device = "cpu") -> "AttentionStack":
-        """A stack from each model's own unpadded weights (shapes of ``config.shapes()``)."""
-        configs = tuple(configs)
-        if len(per_model) != len(configs):
-            raise ConfigError(f"{len(per_model)} weight sets for {len(configs)} configs")
-        dtype = per_model[0]["W_E"].dtype
-        shapes = _padded_shapes(configs)
-        weights = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in shapes.items()}
-        for i, (c, w) in enumerate(zip(configs, per_model)):
-            for name, shape in c.shapes().items():
-                if tuple(w[name].shape) != shape:
-                    raise ConfigError(f"model {i}: {name} has shape {tuple(w[name].shape)}, expected {shape}")
-                weights[name][(i,) + tuple(slice(0, s) for s in shape)] = w[name].to(device=device, dtype=dtype)
-        return cls(configs, weights)
-
-    def model_weights(self, i: int) -> dict[str, torch.Tensor]:
-        """Model i's weights at its own sizes (the padding cut away)."""
-        return {name: self.weights[name][(i,) + tuple(slice(0, s) for s in shape)]
-                for name, shape in self.configs[i].shapes().items()}
-
-    def select(self, index: Sequence[int] | torch.Tensor) -> "AttentionStack":
-        """The sub-stack of the models at ``index``, re-padded to their own largest sizes."""
-        idx = [int(i) for i in (index.tolist() if isinstance(index, torch.Tensor) else index)]
-        if idx and _pads([self.configs[i] for i in idx]) == _pads(self.configs):
-            return self.take(torch.tensor(idx, dtype=torch.long))  # the same padding: nothing to re-pad
-        return AttentionStack.from_weights([self.configs[i] for i in idx],
-                                           [self.model_weights(i) for i in idx], device=self.device)
-
-    def take(self, index: torch.Tensor) -> "AttentionStack":
-        """The models at ``index`` keeping this stack's padded shapes (cheap; no re-padding).
-
-        Used by the training engine to drop finished models; :meth:`select` re-pads.
-        """
-        index = torch.as_tensor(index, dtype=torch.long, device=self.device)
-        out = AttentionStack.__new__(AttentionStack)
-        out.configs = tuple(self.configs[i] for i in index.tolist())
-        out.masks = {n: m.index_select(0, index) for n, m in self.masks.items()}
-        out.weights = {n: w.index_select(0, index) for n, w in self.weights.items()}
-        out.token_mask = self.token_mask.index_select(0, index)
-        return out
-
-    def with_weights(self, weights: dict[str, torch.Tensor]) -> "AttentionStack":
-        """The same layers with other weights of the same padded shapes (masked on the way in)."""
-        out = AttentionStack.__new__(AttentionStack)
-        out.configs, out.masks, out.token_mask = self.configs, self.masks, self.token_mask
-        out.weights = {n: weights[n].detach() * self.masks[n] for n in WEIGHT_NAMES}
-        return out
-
-    # ------------------------------------------------------------------ properties
-    def __len__(self) -> int:
-        return len(self.configs)
+    def init_weights(cls, config: "AttentionLayerConfig", generator: torch.Generator,
+                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return init_weights(config, generator, dtype)
 
     @property
-    def n_models(self) -> int:
-        return len(self.configs)
-
-    @property
-    def device(self) -> torch.device:
-        return self.weights["W_E"].device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.weights["W_E"].dtype
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "AttentionStack":
-        """A copy on another device or in another dtype."""
-        out = AttentionStack.__new__(AttentionStack)
-        out.configs = self.configs
-        out.masks = {n: m.to(device=device, dtype=dtype) for n, m in self.masks.items()}
-        out.weights = {n: w.to(device=device, dtype=dtype) for n, w in self.weights.items()}
-        out.token_mask = self.token_mask.to(device=device)
-        return out
+    def token_mask(self) -> torch.Tensor:
+        """``(M, T)`` bool: the tokens of each layer's vocabulary (its inputs and outputs)."""
+        return self.output_mask()
 
     # ------------------------------------------------------------------ forward
     def logits(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Z(x) of eq. (2) at every position: ``(M, N, n, T)`` for tokens ``(M, N, n)``.
 
         ``tokens`` of shape ``(N, n)`` feeds the same sequences to every model. ``weights``
-        (same shapes as :attr:`weights`) replaces the stored ones, e.g. by tensors being
+        (any of :attr:`params`, same shapes) replace the stored ones, e.g. by tensors being
         trained; they are masked here, so padding stays inert under any update.
         """
-        w = self._masked(weights)
+        w = self.masked(weights)
         if tokens.dim() == 2:
             tokens = tokens.expand(self.n_models, *tokens.shape)
         return attention_logits(w, self.token_mask, tokens.to(self.device))
 
-    def residual(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(resid (M, N, n, D), W_U (M, D, T))``: the logits of :meth:`logits` are
-        ``resid @ W_U`` with tokens beyond each vocabulary (:attr:`token_mask`) set to -inf.
-        The training engine takes this split to fuse the unembedding with the loss."""
-        w = self._masked(weights)
-        if tokens.dim() == 2:
-            tokens = tokens.expand(self.n_models, *tokens.shape)
-        return attention_residual(w, tokens.to(self.device)), w["W_U"]
+    def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
+                positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream at ``positions`` and ``W_U``: the logits of :meth:`logits` at
+        those positions are ``features @ W_U`` with tokens beyond each vocabulary
+        (:attr:`token_mask`) set to -inf. ``params`` (any subset of the weights, e.g. tensors
+        being trained) replace the stored ones; they are masked here, so padding stays inert."""
+        w = self.masked(params)
+        if inputs.dim() == 2:
+            inputs = inputs.expand(self.n_models, *inputs.shape)
+        resid = attention_residual(w, inputs.to(self.device))                     # (M, N, n, D)
+        if tuple(positions) != tuple(range(inputs.shape[-1])):
+            resid = resid[:, :, list(positions)]
+        return resid, w["W_U"]
 
-    def _masked(self, weights):
-        return self.weights if weights is None else {n: weights[n] * self.masks[n] for n in WEIGHT_NAMES}
-
-    # ------------------------------------------------------------------ compiled training step
-    def has_fused_step(self, device: str | torch.device) -> bool:
-        """Whether :meth:`fused_loss_and_grad` can run on ``device`` (CPU, numba importable)."""
-        return torch.device(device).type == "cpu" and attention_kernel.available()
-
-    def fused_loss_and_grad(self, flat: torch.Tensor, batch, *, grad: bool = True, metrics: bool = True,
-                            models: torch.Tensor | None = None, threads: int | None = None,
-                            step: tuple | None = None):
-        """Each model's loss, metrics and gradient in one compiled pass (CPU; see
-        :mod:`factlab.models.attention_kernel`), the same quantities as the autograd path
-        (:meth:`residual` with :func:`~factlab.training.loss.unembed_cross_entropy`).
-
-        ``flat (M, P)`` holds each model's weights in one row, the padded shapes of
-        :attr:`weights` flattened and concatenated in their order; ``batch`` is a
-        :class:`~factlab.training.data.Batch`. ``models`` (bool ``(M,)``) limits the work
-        to some models; the others get loss 0 and gradient 0. Returns ``(loss (M,), nll
-        (M, B, n), argmax (M, B, n) or None, grad (M, P) or None)``; ``loss`` is float64.
-        The gradient lives in a buffer of this stack that the next call overwrites.
-
-        ``step = (stepping, adam_state)``, with ``stepping`` a bool ``(M,)`` tensor and
-        ``adam_state`` the :meth:`~factlab.training.adam.StackedAdam.kernel_state` of the
-        parameter ``flat``: apply that Adam step in place to ``flat`` for the models where
-        ``stepping`` is true and the loss is finite, in the same pass, instead of returning
-        the gradient (``grad`` is then ignored and None returned). Only the models' own
-        weights are visited; the result is that of :meth:`StackedAdam.step` with this
-        gradient and ``stepping & isfinite(loss)``.
-        """
-        if flat.device.type != "cpu":
-            raise ConfigError("the fused step runs on CPU only")
-        if not attention_kernel.available():
-            raise ConfigError("the fused step needs numba (pip install numba)")
-        flat_np = flat.detach().contiguous().numpy()
-        inputs, targets, weight, rows = self._kernel_batch(batch, flat.dtype)
-        chosen = np.arange(self.n_models) if models is None else np.flatnonzero(models.cpu().numpy())
-        out = None
-        if step is not None:
-            if not flat.is_contiguous():
-                raise ValueError("a fused step updates flat in place: it must be contiguous")
-            stepping, adam_state = step
-            step = (stepping.cpu().numpy(), *adam_state)
-            grad = False
-        if grad:
-            out = getattr(self, "_grad_buffer", None)
-            if out is None or out.shape != flat_np.shape or out.dtype != flat_np.dtype:
-                out = self._grad_buffer = np.empty_like(flat_np)
-        T, D = self.weights["W_E"].shape[1:]
-        H, _, A = self.weights["W_Q"].shape[1:]
-        pad = np.array([T, D, H, A, self.weights["W_V"].shape[-1]], dtype=np.int64)  # padded T, D, H, A, B
-        loss, nll, argmax, g = attention_kernel.loss_and_grad(
-            flat_np, self._kernel_dims(), pad, inputs, targets, weight, rows, chosen, grad_out=out,
-            want_argmax=metrics, threads=threads or torch.get_num_threads(), step=step)
-        return (torch.from_numpy(loss), torch.from_numpy(nll), torch.from_numpy(argmax) if metrics else None,
-                torch.from_numpy(g) if grad else None)
-
-    def _kernel_dims(self) -> np.ndarray:
-        """``(M, 5)``: each model's own T, D, H, A, B."""
-        dims = getattr(self, "_dims", None)
-        if dims is None:
-            dims = self._dims = np.array([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo)
-                                          for c in self.configs], dtype=np.int64)
-        return dims
-
-    def _kernel_batch(self, batch, dtype: torch.dtype):
-        """The batch as the kernel's numpy arrays; kept for the next call with the same batch
-        object (the engine passes the same full batch every epoch)."""
-        cached = getattr(self, "_batch_arrays", None)
-        if cached is not None and cached[0] is batch and cached[1] == dtype:
-            return cached[2]
-        weight = batch.weight.to(dtype)
-        arrays = (batch.inputs.contiguous().numpy(), batch.targets.contiguous().numpy(),
-                  weight.contiguous().numpy(), (batch.evaluated | (weight > 0).any(dim=2)).numpy())
-        self._batch_arrays = (batch, dtype, arrays)
-        return arrays
+    def compiled_step(self, device: str | torch.device) -> "attention_kernel.CompiledAttentionStep | None":
+        """The compiled CPU step (:mod:`factlab.models.attention_kernel`) for this stack, or
+        None where it cannot run: another device, numba missing, or some weight not trained
+        (the kernel updates every weight of a model)."""
+        if torch.device(device).type != "cpu" or not attention_kernel.available():
+            return None
+        if self.frozen or self.train_masks:
+            return None
+        return attention_kernel.CompiledAttentionStep(self)
 
     def circuits(self) -> dict[str, torch.Tensor]:
         """The circuits of each layer (Wong 2025, sec. 3), padded to T:
@@ -311,7 +159,7 @@ class AttentionStack:
         ``W_EU = W_E W_U`` ``(M, T, T)``; ``W_QK^h = W_E W_Q^h W_K^h W_E^T`` and
         ``W_VO^h = W_E W_V^h W_O^h W_U``, each ``(M, H, T, T)`` (zero for padded heads).
         """
-        W = self.weights
+        W = self.params
         E = W["W_E"][:, None]  # (M, 1, T, D)
         return {
             "W_EU": W["W_E"] @ W["W_U"],                                            # (M, T, T)
@@ -355,48 +203,6 @@ def attention_residual(W: dict[str, torch.Tensor], tokens: torch.Tensor) -> torc
     z = z.reshape(M, N * n, H * B)                                              # (M, L, H·B)
     heads = torch.bmm(z, W["W_O"].reshape(M, H * B, D))                         # (M, L, D)
     return (xf + heads).view(M, N, n, D)
-
-
-def _padded_shapes(configs: Sequence[AttentionLayerConfig]) -> dict[str, tuple[int, ...]]:
-    M = len(configs)
-    T = max(c.n_tokens for c in configs)
-    D = max(c.d_model for c in configs)
-    H = max(c.n_heads for c in configs)
-    A = max(c.d_head_qk for c in configs)
-    B = max(c.d_head_vo for c in configs)
-    return {"W_E": (M, T, D), "W_U": (M, D, T), "W_Q": (M, H, D, A), "W_K": (M, H, A, D),
-            "W_V": (M, H, D, B), "W_O": (M, H, B, D)}
-
-
-def _pads(configs: Sequence[AttentionLayerConfig]) -> list[tuple[int, ...]]:
-    """The padded shapes without the model axis: what a stack of ``configs`` pads to."""
-    return [shape[1:] for shape in _padded_shapes(configs).values()]
-
-
-_AXES = {"W_E": "TD", "W_U": "DT", "W_Q": "HDA", "W_K": "HAD", "W_V": "HDB", "W_O": "HBD"}  # padded axes
-
-
-def _masks(configs, dtype, device) -> dict[str, torch.Tensor]:
-    """1 where a model has the entry, 0 in its padding: per weight, the product over its
-    axes of ``index < the model's own size``."""
-    own = torch.tensor([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo) for c in configs],
-                       device=device)  # (M, 5)
-    masks = {}
-    for name, shape in _padded_shapes(configs).items():
-        m = torch.ones(shape, dtype=torch.bool, device=device)
-        for k, axis in enumerate(_AXES[name]):
-            view = [len(configs)] + [1] * len(_AXES[name])
-            view[k + 1] = shape[k + 1]
-            size = own[:, "TDHAB".index(axis)]
-            m = m & (torch.arange(shape[k + 1], device=device)[None, :] < size[:, None]).reshape(view)
-        masks[name] = m.to(dtype)
-    return masks
-
-
-def _token_mask(configs, device) -> torch.Tensor:
-    T = max(c.n_tokens for c in configs)
-    sizes = torch.tensor([c.n_tokens for c in configs], device=device)
-    return torch.arange(T, device=device)[None, :] < sizes[:, None]  # (M, T)
 
 
 def paper_layer_grid(max_d_model: int = 6, max_heads: int = 4) -> list[dict[str, int]]:
