@@ -13,9 +13,10 @@ increment, and a stream's base is the mix of its key, counter and stream number.
 output passes BigCrush as a sequence; here it only has to decorrelate streams and give
 uniform draws, which the tests check.
 
-:func:`mix64` works on numpy ``uint64`` arrays and, compiled, on scalars, so the bulk
-functions here (numpy) and the samplers' compiled kernels (which call :func:`stream_base`,
-:func:`bits` and :func:`below`) compute the same numbers.
+:func:`mix64`, :func:`stream_base`, :func:`bits` and :func:`below` are compiled for
+``uint64`` scalars (the samplers' kernels call them) and for ``uint64`` arrays (the bulk
+functions here), so both compute the same numbers. Pass ``uint64`` values: numba promotes
+``int64 + uint64`` to float64.
 """
 
 from __future__ import annotations
