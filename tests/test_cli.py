@@ -66,3 +66,29 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "rank" in out and "layer-bounds" in out
+
+
+def test_reproduce_list_names_every_paper(capsys):
+    from factlab.experiments import registry
+
+    assert main(["reproduce", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines] == list(registry.PACKAGES)
+    assert main(["reproduce"]) == 2                               # no paper named
+    assert "--list" in capsys.readouterr().err
+
+
+def test_run_a_spec_file_then_summary_and_export_of_its_store(tmp_path, capsys):
+    spec = tmp_path / "tiny.toml"
+    spec.write_text('paper = "wong2025"\nname = "tiny"\n[databases]\nn = 4\nmax_facts = 8\nrank_interval = false\n'
+                    '[layers]\nmax_d_model = 2\nmax_heads = 1\n[pairing]\nn_pairs = 5\n[training]\nmax_epochs = 5\n')
+    assert main(["run", str(spec), "--no-progress"]) == 0
+    assert "5 rows" in capsys.readouterr().out
+    assert main(["summary", str(tmp_path / "tiny"), "--export", str(tmp_path / "x"), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert "wong2025" in out and "pairs trained / planned  5 / 5" in out
+    assert (tmp_path / "x" / "results.csv").exists() and (tmp_path / "x" / "units.csv").exists()
+    bad = tmp_path / "bad.toml"
+    bad.write_text('paper = "nonesuch"\n')
+    assert main(["run", str(bad)]) == 2
+    assert "nonesuch" in capsys.readouterr().err

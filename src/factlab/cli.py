@@ -3,9 +3,9 @@
     factlab rank PATH [--json]            sizes, |D|, Proposition 2.1, the rank interval, effective rank
     factlab layer-bounds --d-model D ...  parameter count, Proposition 3.5 and the lower estimate (9)
     factlab run SPEC [--resume]           run an experiment spec (TOML) into a result store
-    factlab reproduce wong2025            the paper's experiments: store, figures, claims, report
-    factlab reproduce completions         artifacts, generalization and hallucination (SPEC sec. 9)
-    factlab summary STORE                 a summary table of a result store
+    factlab reproduce --list              the papers factlab reproduces, one line each
+    factlab reproduce PAPER [--scale S]   a paper's experiments: store, figures, claims, report
+    factlab summary STORE                 a summary table of any paper's result store
 
 Every subcommand's ``--help`` says more. Errors in the user's input (a bad file, a bad
 value) print one line naming the file, line or value at fault and exit with status 2.

@@ -1,4 +1,4 @@
-"""Sources of facts (SPEC sec. 1): every reader, its places, and every documented error."""
+"""Sources of facts: every reader, its places, and every documented error."""
 
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ import torch
 from factlab.databases.generators import RandomDatabaseConfig, random_database
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
 from factlab.training.data import FixedData
-from factlab.training.engine import _FlatParams, forward_loss
+from factlab.training.loop import FlatParams as _FlatParams
+from factlab.training.loop import forward_loss
 from factlab.training.interfaces import Batch
 from factlab.training.loss import vocab_bias
 from factlab.training.optim import SGD, AdamW, StackedOptimizer

@@ -83,7 +83,8 @@ def test_engine_matches_per_model_loop_after_50_steps(chunk_size, kernel):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("optimizer", [Adam(lr=0.03, weight_decay=0.05), SGD(lr=0.1, momentum=0.5),
-                                       SGD(lr=0.1, nesterov=True, momentum=0.5)], ids=["adam-l2", "momentum", "nesterov"])
+                                       SGD(lr=0.1, nesterov=True, momentum=0.5)],
+                         ids=["adam-l2", "momentum", "nesterov"])
 def test_every_optimizer_matches_its_torch_optim_loop(optimizer, kernel):
     dbs, stack = mixed_stack()
     res = train(stack, FixedData.from_databases(dbs), TrainConfig(max_epochs=30, stop_tau=None, optimizer=optimizer),
@@ -205,7 +206,8 @@ def test_early_stopping_when_tau_accuracy_reaches_one(kernel):
     db = Database.from_triples([("a", "r", "x"), ("b", "r", "y"), ("c", "s", "x")])
     stack = AttentionStack.init([AttentionLayerConfig(db.n_tokens, 6, 2, 3, 6)], seed=0)
     res = train(stack, FixedData.from_databases([db]),
-                TrainConfig(max_epochs=2000, stop_tau=0.95, eval_every=5, optimizer=Adam(lr=0.1)), RunConfig(kernel=kernel))
+                TrainConfig(max_epochs=2000, stop_tau=0.95, eval_every=5, optimizer=Adam(lr=0.1)),
+                RunConfig(kernel=kernel))
     r = res.results[0]
     assert r.status == "memorized" and r.epochs < 2000 and r.epochs % 5 == 0
     assert r.tau_accuracy[0.95] == 1.0 and r.accuracy == 1.0

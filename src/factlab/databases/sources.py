@@ -1,4 +1,4 @@
-"""Sources of facts: Python triples, pandas tables, CSV/TSV, SQLite and RDF (SPEC sec. 1).
+"""Sources of facts: Python triples, pandas tables, CSV/TSV, SQLite and RDF (Wong 2025, sec. 2; Figure 1).
 
 Every reader returns a :class:`~factlab.databases.database.Database` and records, per
 fact, where it came from ("people.csv:3 (column born_in)", "db.sqlite table people

@@ -1,8 +1,8 @@
 """Artifacts of a trained layer: generalizations and hallucinations (Wong 2025b, arXiv 2502.17305).
 
 A model's next-token probabilities on every prefix (k, q) in K x Q complete the training
-database tensor (sec. 4, ``pairs="all"``; SPEC sec. 9). An *artifact* is a novel sentence
-(k, q, v), one that is not a training fact, that the model predicts with probability at
+database tensor (sec. 4, ``pairs="all"``). An *artifact* is a novel sentence (k, q, v),
+one that is not a training fact, that the model predicts with probability at
 least τ (default 0.5). Against held-out facts an artifact is a *generalization* if it is
 a true (held-out) fact and a *hallucination* otherwise: the same mechanism makes both.
 
@@ -39,7 +39,7 @@ Triple = tuple[str, str, str]
 
 @dataclass(frozen=True)
 class Artifacts:
-    """The artifacts of one model on one training database (SPEC sec. 9).
+    """The artifacts of one model on one training database (Wong 2025b).
 
     ``artifacts`` are all novel sentences predicted with probability >= ``tau``, in
     (k, q) order, with their ``probabilities``; ``generalizations`` and
@@ -87,7 +87,7 @@ class Artifacts:
 
 def artifacts(stack: AttentionStack, train: Database, *, model: int = 0, held_out: Database | None = None,
               tau: float = 0.5) -> Artifacts:
-    """The artifacts of model ``model`` of ``stack`` trained on ``train`` (SPEC sec. 9).
+    """The artifacts of model ``model`` of ``stack`` trained on ``train`` (Wong 2025b).
 
     ``tau`` is the probability threshold (any value in (0, 1]; below 0.5 a prefix may have
     several artifacts). ``held_out`` is a database of true facts not trained on, e.g.

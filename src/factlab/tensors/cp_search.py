@@ -59,23 +59,16 @@ class CPSearchConfig:
     - ``min_iter``: iterations before a start may be stopped as stagnating.
 
       The defaults of ``cg_iter``, ``stall_window`` and ``min_iter`` (6, 10, 10) trade a little
-      tightness for speed. Measured on the 548 databases of the paper population (2 cores,
-      noisy, compiled iteration): about 9 s against 18 s for (8, 20, 20); the upper bounds
-      sum to 13,727 against 13,706, and 290 intervals are certified against 297. Both stay
-      at or below a TensorLy ALS search with the same restarts on every database (13,767,
-      283 certified). (4, 10, 10) is faster still but misses the exact rank-2 fit of a
-      small real tensor in the tests.
-      Raise them where the tightest bounds matter more than time.
+      tightness for speed (halving the time against (8, 20, 20) on the paper population for
+      a 0.15% looser sum of bounds; docs/performance.md has the trials). Raise them where
+      the tightest bounds matter more than time.
     - ``patient_size``: starts with ``rank * (I + J + K)`` at most this stall only after
       ``5 * min_iter`` iterations and when their loss fell by less than half over
-      ``3 * stall_window`` iterations. Exact fits of small tensors often cross a swamp (a
-      plateau of 10-30 iterations before fast convergence) that the ordinary rule cuts off:
-      replaying the loss histories of unstopped starts, it lost 21 of 1,428 hits on 900 sums
-      of 2-4 random 0/1 rank-one terms of shape 3 x 5 x 7 (the planted rank was missed in 2%
-      of the rank-4 cases), the patient rule 1. Iterations of such small starts cost little.
-    - ``max_search_rank``: no fit is tried at a higher rank. On the paper population no
-      start at a rank above 40 reached an exact fit below the combinatorial bound, even with
-      400 iterations and 15 CG steps, while those ranks would cost ~90% of the work.
+      ``3 * stall_window`` iterations: exact fits of small tensors often cross a swamp (a
+      plateau before fast convergence) that the ordinary rule cuts off, and iterations of
+      such small starts cost little.
+    - ``max_search_rank``: no fit is tried at a higher rank (above 40, no start on the paper
+      population beat the combinatorial bound, while those ranks cost most of the work).
     - ``split_components``: search each direct summand (connected block of facts) alone.
     - ``compress``: replace T by the subtensor on a basis of its slices in every mode
       (same rank, shape = the multilinear rank) before searching.
@@ -86,9 +79,7 @@ class CPSearchConfig:
       where numba is available. Both run the same iteration and stopping rules and agree
       up to the order of floating-point sums, which over hundreds of iterations can
       move a search to a different local solution, so a bound may now and then differ
-      by one between the two. On the paper population: 13,727 against 13,726 summed
-      upper bounds, 290 against 291 certified, in 9-10 s against 22-27 s. The first
-      compiled run compiles the iteration (about 25 s) and caches it.
+      by one between the two (docs/performance.md compares them).
     """
 
     restarts: int = 4

@@ -69,9 +69,9 @@ class UnembedCrossEntropy(torch.autograd.Function):
 def _exp_floored(x: torch.Tensor) -> torch.Tensor:
     """``exp`` in place of log-probabilities floored at :data:`LOG_FLOOR` for their dtype.
 
-    torch's vectorised exp falls to a scalar path, 10-40x slower, for arguments whose
-    result underflows; flooring first keeps it fast. A probability below e^floor (e^-80
-    in float32) is taken as e^floor, which moves a loss by less than |T|·e^floor.
+    torch's vectorised exp falls to a much slower scalar path for arguments whose result
+    underflows (docs/performance.md); flooring first keeps it fast. A probability below
+    e^floor (e^-80 in float32) is taken as e^floor, which moves a loss by less than |T|·e^floor.
     """
     return x.clamp_(min=LOG_FLOOR[x.dtype]).exp_()
 

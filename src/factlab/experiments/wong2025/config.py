@@ -1,4 +1,4 @@
-"""Experiment specs: a TOML file parsed into frozen dataclasses (SPEC sec. 6; Wong 2025, sec. 4).
+"""The spec of Wong (2025, sec. 4)'s experiment: a TOML file parsed into frozen dataclasses.
 
 A spec names everything a run's results depend on: the database population, the layer
 grid, how layers and databases are paired, how each pair is trained and the thresholds it
@@ -11,6 +11,7 @@ and ``numba_version`` in its ``train_config``).
 
 Example (every key optional)::
 
+    paper = "wong2025"
     name = "wong2025"
     seed = 0
 
@@ -50,14 +51,12 @@ Example (every key optional)::
 
 from __future__ import annotations
 
-import hashlib
-import json
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from factlab.errors import ConfigError
+from factlab.experiments.core.config import (RUN_ONLY, config_dict, config_from_dict, config_hash, config_to_toml,
+                                             read_toml)
 from factlab.training.engine import KERNELS
 
 
@@ -190,7 +189,7 @@ class ExperimentSpec:
     pairing: PairingSpec = PairingSpec()
     training: TrainingSpec = TrainingSpec()
     thresholds: ThresholdsSpec = ThresholdsSpec()
-    runner: RunnerSpec = RunnerSpec()
+    runner: RunnerSpec = field(default=RunnerSpec(), metadata=RUN_ONLY)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -201,36 +200,26 @@ class ExperimentSpec:
                               f"thresholds.taus = {list(self.thresholds.taus)}")
 
     def to_dict(self, *, runner: bool = True) -> dict:
-        d = asdict(self)
-        d["thresholds"]["taus"] = list(self.thresholds.taus)
+        d = config_dict(self)
         if not runner:
             d.pop("runner")
         return d
 
     def to_toml(self) -> str:
         """The spec as TOML text that :func:`parse_spec` reads back to an equal spec."""
-        d = self.to_dict()
-        lines = [f"name = {json.dumps(d.pop('name'))}", f"seed = {d.pop('seed')}"]
-        for table, values in d.items():
-            lines.append(f"\n[{table}]")
-            for k, v in values.items():
-                lines.append(f"{k} = {_toml_value(v)}")
-        return "\n".join(lines) + "\n"
+        return config_to_toml(self)
 
     @property
     def hash(self) -> str:
         """SHA-256 of everything results depend on (the spec without ``[runner]``)."""
-        text = json.dumps(self.to_dict(runner=False), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-_TABLES = {"databases": DatabasesSpec, "layers": LayersSpec, "pairing": PairingSpec,
-           "training": TrainingSpec, "thresholds": ThresholdsSpec, "runner": RunnerSpec}
+        return config_hash(self)
 
 
 def parse_spec(text: str, *, source: str = "<spec>") -> ExperimentSpec:
     """Parse TOML text into an :class:`ExperimentSpec`; unknown keys and bad values raise
     :class:`~factlab.errors.ConfigError` naming the source, key and value."""
+    import tomllib
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -240,72 +229,38 @@ def parse_spec(text: str, *, source: str = "<spec>") -> ExperimentSpec:
 
 def load_spec(path: str | Path) -> ExperimentSpec:
     """Read a spec file (TOML)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read spec: {e.strerror}") from None
-    return parse_spec(text, source=str(path))
+    return spec_from_dict(read_toml(path), source=str(path))
 
 
 def spec_from_dict(data: dict, *, source: str = "<spec>") -> ExperimentSpec:
-    top = {f.name for f in fields(ExperimentSpec)}
-    unknown = set(data) - top
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}; known: {sorted(top)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _TABLES:
-            if not isinstance(value, dict):
-                raise ConfigError(f"{source}: [{key}] must be a table, got {value!r}")
-            kwargs[key] = _build(_TABLES[key], value, key, source)
-        else:
-            kwargs[key] = _coerce(ExperimentSpec, key, value, key, source)
-    try:
-        return ExperimentSpec(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+    """A spec from a dict (a parsed TOML file); a ``paper = "wong2025"`` key is allowed."""
+    data = dict(data)
+    paper = data.pop("paper", "wong2025")
+    if paper != "wong2025":
+        raise ConfigError(f"{source}: a spec of paper {paper!r}, not wong2025")
+    return config_from_dict(ExperimentSpec, data, source=source)
 
 
-def _build(cls, values: dict, table: str, source: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ConfigError(f"{source}: unknown key(s) in [{table}]: {sorted(unknown)}; known: {sorted(known)}")
-    kwargs = {k: _coerce(cls, k, v, f"{table}.{k}", source) for k, v in values.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+SCALES = ("quick", "paper")
 
 
-def _coerce(cls, key: str, value, where: str, source: str):
-    """Check a TOML value against the type of the field's default; ints are accepted for floats."""
-    default = {f.name: f.default for f in fields(cls)}[key]
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, str):
-        ok = isinstance(value, str)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value)
-        value = tuple(float(x) for x in value) if ok else value
-    else:
-        ok = True
-    if not ok:
-        raise ConfigError(f"{source}: {where} must be of type {type(default).__name__}, got {value!r}")
-    return value
+def scale_spec(scale: str) -> ExperimentSpec:
+    """The spec of a scale: ``paper`` is :class:`ExperimentSpec`'s defaults (the paper's sizes);
+    ``quick`` keeps the 548 databases (with their rank intervals) and the 364 layers (Figures
+    2a and 2b are the paper's) but trains 768 pairs for at most 500 epochs, with a larger
+    learning rate so that they still converge, in a few minutes on 2 CPU cores."""
+    if scale == "paper":
+        return ExperimentSpec(name="wong2025-paper")
+    if scale == "quick":
+        return ExperimentSpec(
+            name="wong2025-quick",
+            pairing=PairingSpec(n_pairs=768),
+            training=TrainingSpec(max_epochs=500, lr=0.03),
+            runner=RunnerSpec(shard_size=128),
+        )
+    raise ConfigError(f"unknown scale {scale!r}; use one of {list(SCALES)}")
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return json.dumps(v)
-    return repr(v)
+def with_runner(spec: ExperimentSpec, **changes) -> ExperimentSpec:
+    """The spec with runner settings changed (does not change its hash)."""
+    return replace(spec, runner=replace(spec.runner, **changes))

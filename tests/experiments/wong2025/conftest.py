@@ -1,6 +1,6 @@
 import pytest
 
-from factlab.experiments.spec import parse_spec
+from factlab.experiments.wong2025.config import parse_spec
 
 TINY = """
 name = "tiny"

@@ -1,4 +1,4 @@
-"""Figures exist and show data; claims.json holds every claim of SPEC sec. 6."""
+"""Figures exist and show data; claims.json holds every claim of Wong (2025, sec. 4)."""
 
 import json
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from factlab.errors import ConfigError
-from factlab.experiments.runner import run_experiment
-from factlab.experiments.wong2025 import render, scale_spec
+from factlab.experiments.core.runner import render, run
+from factlab.experiments.wong2025 import PAPER
+from factlab.experiments.wong2025.config import scale_spec
 
 CLAIM_IDS = {"n_databases", "max_triples", "n_layers", "n_pairs", "max_epochs", "fig2a_slope", "fig2b_corr",
              "fig3a_argmax_small_layers", "tau05_argmax", "fig3_tau0.75_factor", "fig3_tau0.95_factor",
@@ -18,12 +19,13 @@ FIGURES = ["fig2a", "fig2b", "fig3a_argmax", "fig3b_tau0.75", "fig3c_tau0.95", "
 
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
+    from factlab.experiments.wong2025.config import parse_spec
+
     from .conftest import TINY
-    from factlab.experiments.spec import parse_spec
     spec = parse_spec(TINY)
     out = tmp_path_factory.mktemp("wong")
-    run_experiment(spec, out / "results.duckdb", progress=False, log=lambda m: None)
-    doc = render(out / "results.duckdb", out)
+    run(PAPER, spec, out, progress=False, log=lambda m: None)
+    doc = render(PAPER, out, out)
     return out, doc
 
 
@@ -53,7 +55,7 @@ def test_claims_json_holds_every_claim(rendered):
 def test_scales():
     paper, quick = scale_spec("paper"), scale_spec("quick")
     assert (paper.databases.n, paper.pairing.n_pairs, paper.training.max_epochs) == (548, 3947, 2000)
-    assert len(__import__("factlab.experiments.plan", fromlist=["layers"]).layers(paper)) == 364
+    assert len(__import__("factlab.experiments.wong2025.plan", fromlist=["layers"]).layers(paper)) == 364
     assert quick.hash != paper.hash
     with pytest.raises(ConfigError, match="scale"):
         scale_spec("huge")

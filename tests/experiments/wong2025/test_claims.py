@@ -1,4 +1,4 @@
-"""The claims logic of Wong (2025, sec. 4) (:func:`factlab.experiments.claims.wong2025_claims`)
+"""The claims logic of Wong (2025, sec. 4) (:func:`factlab.experiments.wong2025.claims.wong2025_claims`)
 on planted results.
 
 A *world* is the three frames a result store hands to the claims (``databases``, ``layers``,
@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from factlab.experiments.claims import wong2025_claims
-from factlab.experiments.spec import ExperimentSpec, ThresholdsSpec, TrainingSpec
+from factlab.experiments.wong2025.claims import wong2025_claims
+from factlab.experiments.wong2025.config import ExperimentSpec, ThresholdsSpec, TrainingSpec
 from factlab.models.attention_layer import paper_layer_grid
 
 N_DATABASES, N_PAIRS, MAX_PROP21 = 548, 3947, 90
@@ -464,3 +464,38 @@ def test_claims_of_thresholds_not_in_the_spec_are_left_out(world):
     assert set(claims) == CLAIM_IDS - {"tau05_argmax", "fig3d_tau099_fails"}
     assert set(claims["fig3_rises_with_layer_bound"]["ours"]) == {"argmax", "tau=0.75", "tau=0.95"}
     assert not failing(claims)
+
+
+# ---------------------------------------------------------------------------- edge cases found in review
+
+def test_a_tiny_positive_correlation_holds_though_it_rounds_to_zero(world):
+    """The rises-with-layer-bound test reads the correlation itself, not its 3-decimal report:
+    argmax accuracies shuffled until their correlation with the layer bound is in (0, 5e-4)."""
+    from factlab.experiments.core.claims import spearman
+
+    r = world.results.copy()
+    for seed in range(1000):
+        r["accuracy"] = np.random.default_rng(seed).permutation(world.results["accuracy"].to_numpy())
+        rho = spearman(r["layer_bound"], r["accuracy"])
+        if 0 < rho < 5e-4:
+            break
+    assert 0 < rho < 5e-4
+    rises = {c["id"]: c for c in wong2025_claims(world.spec, world.databases, world.layers, r)}[
+        "fig3_rises_with_layer_bound"]
+    assert rises["ours"]["argmax"] == 0.0 and rises["holds"] is True
+
+
+def test_all_nan_tau_095_accuracies_fail_figure_4_without_a_crash(world):
+    r = world.results.assign(acc_tau_0_95=np.nan)
+    claims = {c["id"]: c for c in wong2025_claims(world.spec, world.databases, world.layers, r)}
+    assert claims["fig4_antidiagonals"]["holds"] is False
+    assert claims["fig4_antidiagonals"]["ours"]["per_diagonal"] == {}
+
+
+def test_a_cell_mean_of_exactly_the_threshold_counts_as_memorized(world):
+    """Accuracies 1, 1, 0.8, 0.8 average to 0.9 exactly; pandas computes 0.8999999999999999."""
+    from factlab.experiments.wong2025.claims import frontier
+
+    cells = pd.DataFrame({10: [np.mean([1.0, 1.0, 0.8, 0.8])], 20: [0.95], 30: [0.2]}, index=[5])
+    assert cells.loc[5, 10] < 0.9
+    assert frontier(cells, 5, 0.9) == 20

@@ -1,7 +1,7 @@
 import pytest
 
 from factlab.errors import ConfigError
-from factlab.experiments.spec import ExperimentSpec, load_spec, parse_spec
+from factlab.experiments.wong2025.config import ExperimentSpec, load_spec, parse_spec, spec_from_dict
 
 
 def test_defaults_are_the_papers():
@@ -31,7 +31,7 @@ def test_hash_ignores_runner(tiny_spec):
     ("[thresholds]\ntaus = [0.3]", ["thresholds.taus", "0.3"]),
     ("[pairing]\nmethod = 'greedy'", ["pairing.method", "greedy"]),
     ("[training]\nstop_tau = 0.9", ["stop_tau", "0.9"]),
-    ("training = 3", ["[training]", "table"]),
+    ("training = 3", ["training", "table"]),
     ("[databases\nn = 3", ["not valid TOML"]),
     ("[databases]\nrank_interval = 1", ["databases.rank_interval", "bool"]),
     ("[runner]\nkernel = 'numba'", ["runner.kernel", "numba"]),
@@ -51,3 +51,16 @@ def test_ints_accepted_for_floats():
 def test_load_spec_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.toml"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_a_paper_key_is_allowed_and_checked():
+    assert spec_from_dict({"paper": "wong2025", "seed": 2}).seed == 2
+    with pytest.raises(ConfigError, match="completions"):
+        spec_from_dict({"paper": "completions"}, source="x.toml")
+
+
+def test_the_hash_of_the_scales_is_the_one_stores_were_made_with():
+    """Stores written before the experiment core carry these hashes; they must still resume."""
+    from factlab.experiments.wong2025.config import scale_spec
+
+    assert scale_spec("quick").hash == "131b8778780410ac"

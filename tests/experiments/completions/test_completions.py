@@ -1,5 +1,5 @@
-"""The completions experiment (SPEC sec. 9): structured databases, per-run metrics against a
-brute-force reference, store resume and refusal, claims on planted data, end to end."""
+"""The completions study: structured databases, per-run metrics against a brute-force
+reference, store resume and refusal, claims on planted data, end to end."""
 
 import json
 from dataclasses import replace
@@ -13,16 +13,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from factlab.databases.latent_classes import LatentClassConfig, latent_class_database, split_held_out
 from factlab.errors import ConfigError
-from factlab.experiments import completions as C
-from factlab.experiments.completions import (
-    CompletionsConfig,
-    CompletionsStore,
-    LatentClassConfig,
-    completions_claims,
-    latent_class_database,
-    split_held_out,
-)
+from factlab.experiments.completions import PAPER
+from factlab.experiments.completions import config as C
+from factlab.experiments.completions.claims import completions_claims
+from factlab.experiments.completions.config import CompletionsConfig
+from factlab.experiments.completions.unit import train_runs
+from factlab.experiments.core.runner import reproduce, run
+from factlab.experiments.core.store import Store
 from factlab.models.artifacts import artifacts
 
 TINY = CompletionsConfig(
@@ -32,7 +31,7 @@ TINY = CompletionsConfig(
 CLAIM_IDS = {"artifacts_several_times", "artifacts_more_in_smaller_models", "artifacts_fewer_with_overfitting",
              "generalization_error_rank_gap"}
 FIGURES = ["artifacts_vs_layer", "artifacts_vs_epochs", "generalization_vs_rank_gap"]
-TIMING = ["shard_seconds", "finished_at"]
+TIMING = ["shard_seconds"]
 
 
 def quiet(_msg):
@@ -122,7 +121,8 @@ def test_scales_and_hash():
     assert quick.hash != paper.hash
     assert C.CompletionsConfig(shard_size=3).hash == paper.hash       # shard size does not change results
     assert C.CompletionsConfig(tau=0.75).hash != paper.hash
-    assert CompletionsConfig.from_dict(json.loads(json.dumps(quick.to_dict()))) == quick
+    assert PAPER.config_from_dict(json.loads(json.dumps(quick.to_dict()))) == quick
+    assert quick.hash == "72195d257f497f73"            # the hash stores were made with before the core
     run_ids = [r[0] for r in paper.runs()]
     assert run_ids == list(range(len(run_ids)))
     with pytest.raises(ConfigError, match="scale"):
@@ -159,7 +159,7 @@ def brute_force(stack, model, train, held, tau):
 def test_run_metrics_match_brute_force_and_artifacts():
     cfg = TINY
     runs = [r for r in cfg.runs() if r[3] == 60][:6]  # 3 databases x 2 layers
-    rows, stack = C.train_runs(cfg, runs)
+    rows, stack = train_runs(cfg, runs)
     assert len(rows) == 6
     seen_artifacts = 0
     for i, row in enumerate(rows):
@@ -191,15 +191,15 @@ def test_training_lengths_share_the_initialisation_and_are_deterministic():
     cfg = TINY
     pair = [r for r in cfg.runs() if r[1] == 0 and r[2] == 1]   # one (database, layer), both lengths
     assert [r[3] for r in pair] == [20, 60]
-    short, _ = C.train_runs(cfg, pair[:1])
-    long, _ = C.train_runs(cfg, pair[1:])
-    again, _ = C.train_runs(cfg, pair[1:])
+    short, _ = train_runs(cfg, pair[:1])
+    long, _ = train_runs(cfg, pair[1:])
+    again, _ = train_runs(cfg, pair[1:])
     assert short[0]["init_seed"] == long[0]["init_seed"] == C.init_seed(cfg, 0, 1) != C.init_seed(cfg, 1, 1)
     assert long[0]["loss"] < short[0]["loss"]                    # full batch, same start: longer fits better
     skip = {"shard_seconds", "finished_at"}
     assert {k: v for k, v in long[0].items() if k not in skip} == {k: v for k, v in again[0].items() if k not in skip}
     with pytest.raises(ConfigError, match="one training length"):
-        C.train_runs(cfg, pair)
+        train_runs(cfg, pair)
 
 
 # ---------------------------------------------------------------------------- claims on planted data
@@ -242,8 +242,8 @@ def test_claims_without_runs_do_not_hold():
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory, one_thread):
     out = tmp_path_factory.mktemp("completions")
-    doc = C.reproduce(TINY, out, log=quiet)
-    with CompletionsStore.open(out / "results.duckdb", read_only=True) as store:
+    doc = reproduce(PAPER, config=TINY, out=out, log=quiet, progress=False)
+    with Store.open(out / "results.duckdb", PAPER, read_only=True) as store:
         runs, dbs = store.frame("runs"), store.frame("databases")
     return out, doc, runs, dbs
 
@@ -253,7 +253,7 @@ def test_end_to_end_writes_store_figures_claims_report(reproduced):
     assert len(dbs) == len(TINY.databases()) == 4
     assert list(runs["run_id"]) == [r[0] for r in TINY.runs()]
     assert runs[["db_id", "layer_id", "epochs"]].drop_duplicates().shape[0] == len(runs) == 16
-    for col in ["factlab_version", "torch_version", "train_config", "init_seed", "host", "finished_at"]:
+    for col in ["factlab_version", "torch_version", "train_config", "init_seed", "host"]:
         assert runs[col].notna().all(), col
     assert json.loads(runs["train_config"][0])["stop_tau"] is None
     assert json.loads(runs["train_config"][0])["kernel_used"] in ("fused", "autograd")
@@ -282,9 +282,9 @@ def test_end_to_end_writes_store_figures_claims_report(reproduced):
 def test_resume_skips_finished_work_and_never_rewrites(reproduced):
     out, _, runs, dbs = reproduced
     path = out / "results.duckdb"
-    summary = C.run(TINY, path, log=quiet)
-    assert (summary.trained, summary.skipped, summary.databases_added) == (0, 16, 0)
-    with CompletionsStore.open(path, read_only=True) as store:
+    summary = run(PAPER, TINY, path, log=quiet, progress=False)
+    assert (summary.units, summary.rows) == (0, 0)
+    with Store.open(path, PAPER, read_only=True) as store:
         pd.testing.assert_frame_equal(store.frame("runs"), runs)
         pd.testing.assert_frame_equal(store.frame("databases"), dbs)
     # lose three runs: only those are trained again, the others keep their rows as they were
@@ -292,15 +292,14 @@ def test_resume_skips_finished_work_and_never_rewrites(reproduced):
     con = duckdb.connect(str(path))
     con.execute(f"DELETE FROM runs WHERE run_id IN {tuple(lost)}")
     con.close()
-    summary = C.run(TINY, path, log=quiet)
-    assert (summary.trained, summary.skipped) == (3, 13)
-    with CompletionsStore.open(path, read_only=True) as store:
+    summary = run(PAPER, TINY, path, log=quiet, progress=False)
+    assert summary.rows == 3
+    with Store.open(path, PAPER, read_only=True) as store:
         again = store.frame("runs")
     keep = ~runs["run_id"].isin(lost)
     pd.testing.assert_frame_equal(again[keep.values].reset_index(drop=True), runs[keep].reset_index(drop=True))
     redone = again[again["run_id"].isin(lost)].reset_index(drop=True)
     before = runs[runs["run_id"].isin(lost)].reset_index(drop=True)
-    assert (redone["finished_at"] > before["finished_at"]).all()
     # trained in another shard, the same run gives the same result (padding is inert)
     for col in ["artifacts", "generalizations", "hallucinations", "train_accuracy", "init_seed"]:
         assert list(redone[col]) == list(before[col]), col
@@ -311,22 +310,22 @@ def test_refuses_a_store_of_another_config(reproduced, tmp_path):
     out, _, runs, _ = reproduced
     other = replace(TINY, tau=0.75)
     with pytest.raises(ConfigError, match="different config"):
-        C.reproduce(other, out, log=quiet)
-    with CompletionsStore.open(out / "results.duckdb", read_only=True) as store:
+        reproduce(PAPER, config=other, out=out, log=quiet)
+    with Store.open(out / "results.duckdb", PAPER, read_only=True) as store:
         assert store.count("runs") == len(runs)  # untouched
     # a store of another experiment (wong2025 / factlab run) is refused as well
-    from factlab.experiments.spec import parse_spec
-    from factlab.experiments.store import ResultStore
-    ResultStore.create(tmp_path / "results.duckdb", parse_spec("seed = 1")).close()
-    with pytest.raises(ConfigError, match="not a completions result store"):
-        C.reproduce(TINY, tmp_path, log=quiet)
+    from factlab.experiments.wong2025 import PAPER as WONG
+    from factlab.experiments.wong2025.config import parse_spec
+    Store.create(tmp_path / "results.duckdb", WONG, parse_spec("seed = 1")).close()
+    with pytest.raises(ConfigError, match="holds results of 'wong2025'"):
+        reproduce(PAPER, config=TINY, out=tmp_path, log=quiet)
 
 
 def test_cli_reproduce_completions(monkeypatch, tmp_path, capsys):
     from factlab.cli import main
 
     tiny = replace(TINY, classes=(2,), noise=(0.0,), epochs=(10,))
-    monkeypatch.setattr(C, "scale_config", lambda scale: tiny)
+    monkeypatch.setattr(type(PAPER), "config", lambda self, scale: tiny)
     monkeypatch.chdir(tmp_path)
     assert main(["reproduce", "completions"]) == 0
     assert "claims hold" in capsys.readouterr().out

@@ -1,9 +1,10 @@
-"""What an experiment trains: its databases, layers, pairs and shards, all functions of the spec.
+"""What Wong (2025, sec. 4)'s experiment trains: databases, layers, pairs and shards, all
+functions of the spec.
 
 Every pair's result depends only on (spec, pair id): its database, its layer sizes and its
-initial weights, drawn from a generator seeded with ``(spec.seed, pair_id)``. Shards are a
-deterministic cut of the pair list, so a resumed run trains the same pairs from the same
-starting points as an uninterrupted one.
+initial weights, drawn from a generator seeded with ``(spec.seed, pair_id)``. Shards (the
+units of work) are a deterministic cut of the pair list sorted by size, so a resumed run
+trains the same pairs from the same starting points as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from factlab.databases.database import Database
 from factlab.databases.generators import config_dict, paper_population, paper_population_configs
 from factlab.errors import ConfigError
-from factlab.experiments.spec import ExperimentSpec
+from factlab.experiments.core.paper import Unit
+from factlab.experiments.wong2025.config import ExperimentSpec
 from factlab.models.attention_layer import AttentionLayerConfig, paper_layer_grid
 from factlab.models.bounds import lower_estimate
 from factlab.tensors.database_tensor import proposition_2_1
@@ -79,6 +81,19 @@ def shards(spec: ExperimentSpec, pair_list: list[Pair], dbs: list[Database], sha
 
 def tasks(shard: list[Pair], dbs: list[Database], layer_list: list[dict]) -> list[Task]:
     return [Task(p, dbs[p.db_id], layer_list[p.layer_id]) for p in shard]
+
+
+def units(spec: ExperimentSpec, done_pairs: set[int]) -> list[Unit]:
+    """The shards with pairs not yet in the store, as units: ``shard-k`` is the k-th shard of
+    every planned pair, holding the tasks of its pairs still to train (a store written
+    before units were recorded may hold some of a shard's pairs)."""
+    dbs, layer_list = databases(spec), layers(spec)
+    out = []
+    for k, shard in enumerate(shards(spec, pairs(spec), dbs)):
+        todo = [p for p in shard if p.pair_id not in done_pairs]
+        if todo:
+            out.append(Unit(f"shard-{k}", tasks(todo, dbs, layer_list), size=len(todo)))
+    return out
 
 
 def database_rows(spec: ExperimentSpec, dbs: list[Database]) -> list[dict]:
