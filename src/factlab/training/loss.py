@@ -2,7 +2,7 @@
 
 The logits of a stack, ``(M, L, T)``, are by far its largest tensor; the stock path
 (matmul, mask, log_softmax, gather and their backwards) reads and writes it a dozen times.
-:class:`UnembedCrossEntropy` computes the loss from the residual stream and ``W_U``
+:class:`UnembedCrossEntropy` computes the loss from the residual stream and ``W_out``
 in one pass over the logits buffer: the forward pass turns it in place into
 ``weight · (softmax - onehot)``, the gradient with respect to the logits, and the backward
 pass only multiplies it into the two matmul gradients. The test suite
@@ -27,9 +27,9 @@ def vocab_bias(token_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 class UnembedCrossEntropy(torch.autograd.Function):
-    """``loss[m] = Σ_l weight[m, l] · CE(resid[m, l] @ W_U[m] + bias[m], target[m, l])``.
+    """``loss[m] = Σ_l weight[m, l] · CE(resid[m, l] @ W_out[m] + bias[m], target[m, l])``.
 
-    Inputs: ``resid (M, L, D)``, ``W_U (M, D, T)``, ``bias (M, 1, T)`` (from
+    Inputs: ``resid (M, L, D)``, ``W_out (M, D, T)``, ``bias (M, 1, T)`` (from
     :func:`vocab_bias`), ``target (M, L)`` token ids, ``weight (M, L)``. Returns
     ``(loss (M,), nll (M, L), argmax (M, L))``; only ``loss`` carries gradient, the other
     two serve the accuracy metrics (``want_argmax=False`` skips the argmax, returning an
@@ -37,8 +37,8 @@ class UnembedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, resid, W_U, bias, target, weight, want_argmax=True):
-        logits = torch.baddbmm(bias, resid, W_U)                    # (M, L, T)
+    def forward(ctx, resid, W_out, bias, target, weight, want_argmax=True):
+        logits = torch.baddbmm(bias, resid, W_out)                    # (M, L, T)
         picked = logits.gather(-1, target[..., None]).squeeze(-1)   # (M, L)
         argmax = logits.argmax(dim=-1) if want_argmax else target.new_empty(0)  # (M, L)
         top = logits.amax(dim=-1, keepdim=True)                     # (M, L, 1)
@@ -53,17 +53,17 @@ class UnembedCrossEntropy(torch.autograd.Function):
             # exponentials are at hand; backward only scales it by each model's grad_loss
             probs.mul_((scale / total)[..., None])
             probs.scatter_add_(-1, target[..., None], -scale[..., None])
-            ctx.save_for_backward(resid, W_U, probs)
+            ctx.save_for_backward(resid, W_out, probs)
         ctx.mark_non_differentiable(nll, argmax)
         return loss, nll, argmax
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_nll, _grad_argmax):
-        resid, W_U, g = ctx.saved_tensors                           # g: (M, L, T)
+        resid, W_out, g = ctx.saved_tensors                           # g: (M, L, T)
         per_model = grad_loss[:, None, None]                        # (M, 1, 1)
-        grad_resid = torch.bmm(g, W_U.transpose(1, 2)) * per_model if ctx.needs_input_grad[0] else None  # (M, L, D)
-        grad_W_U = torch.bmm(resid.transpose(1, 2), g) * per_model if ctx.needs_input_grad[1] else None  # (M, D, T)
-        return grad_resid, grad_W_U, None, None, None, None
+        grad_resid = torch.bmm(g, W_out.transpose(1, 2)) * per_model if ctx.needs_input_grad[0] else None  # (M, L, D)
+        grad_W_out = torch.bmm(resid.transpose(1, 2), g) * per_model if ctx.needs_input_grad[1] else None  # (M, D, T)
+        return grad_resid, grad_W_out, None, None, None, None
 
 
 def _exp_floored(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +76,6 @@ def _exp_floored(x: torch.Tensor) -> torch.Tensor:
     return x.clamp_(min=LOG_FLOOR[x.dtype]).exp_()
 
 
-def unembed_cross_entropy(resid, W_U, bias, target, weight, want_argmax: bool = True):
+def unembed_cross_entropy(resid, W_out, bias, target, weight, want_argmax: bool = True):
     """Functional form of :class:`UnembedCrossEntropy`."""
-    return UnembedCrossEntropy.apply(resid, W_U, bias, target, weight, want_argmax)
+    return UnembedCrossEntropy.apply(resid, W_out, bias, target, weight, want_argmax)
