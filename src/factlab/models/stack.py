@@ -228,6 +228,13 @@ class Stack:
         """``(M, k)``: the sizes the engine groups models by (:attr:`CHUNK_AXES`)."""
         return self.axis_table(self.CHUNK_AXES)
 
+    @classmethod
+    def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
+        """The work of one sequence for models padded to ``sizes (n, k)`` (rows of the largest
+        :attr:`CHUNK_AXES` sizes): the engine's chunk planner weighs padding with it. By
+        default the product of the sizes; a family whose work is a sum of terms says so."""
+        return np.prod(sizes, axis=1)
+
     def output_mask(self) -> torch.Tensor:
         """``(M, V)`` bool: the outputs each model has (its own vocabulary or answer set)."""
         V = max(c.axis_sizes()[self.OUTPUT_AXIS] for c in self.configs)

@@ -29,13 +29,15 @@ STEP_OVERHEAD_S = 4e-3
 PER_UNIT_S = 1.5e-8
 
 
-def plan_chunks(sizes, chunk_sizes, max_chunk: int) -> list[list[int]]:
+def plan_chunks(sizes, chunk_sizes, max_chunk: int, cost=None) -> list[list[int]]:
     """Cut models into chunks that train together, trading padding against per-step overhead.
 
     Models are sorted by (data size, chunk sizes); a cut is placed wherever the modelled step
-    time ``STEP_OVERHEAD_S + PER_UNIT_S · M_c · N_max · Π_k max_k`` of the two halves beats
-    that of the whole (dynamic programming over the sorted order, at most ``max_chunk``
-    models a chunk). ``chunk_sizes (M, k)`` are the family's (:meth:`ModelStack.chunk_sizes`).
+    time ``STEP_OVERHEAD_S + PER_UNIT_S · M_c · N_max · cost(max sizes)`` of the two halves
+    beats that of the whole (dynamic programming over the sorted order, at most
+    ``max_chunk`` models a chunk). ``chunk_sizes (M, k)`` and ``cost`` (rows of sizes ->
+    work per sequence; default their product) are the family's (``chunk_sizes``,
+    ``chunk_cost`` of :class:`factlab.models.stack.Stack`).
     """
     sizes = np.asarray(sizes)
     chunk_sizes = np.asarray(chunk_sizes).reshape(len(sizes), -1)
@@ -50,10 +52,11 @@ def plan_chunks(sizes, chunk_sizes, max_chunk: int) -> list[list[int]]:
         lo = max(0, end - max_chunk)
         starts = np.arange(lo, end)
         # chunk [s, end): N is sorted so N_max = N[end-1]; the others: running max from the right
-        c_max = np.maximum.accumulate(C[lo:end][::-1], axis=0)[::-1].prod(axis=1)
-        cost = best[starts] + STEP_OVERHEAD_S + PER_UNIT_S * (end - starts) * N[end - 1] * c_max
-        k = int(np.argmin(cost))
-        best[end], cut[end] = cost[k], starts[k]
+        c_max = np.maximum.accumulate(C[lo:end][::-1], axis=0)[::-1]
+        c_max = np.prod(c_max, axis=1) if cost is None else np.asarray(cost(c_max), dtype=np.float64)
+        total = best[starts] + STEP_OVERHEAD_S + PER_UNIT_S * (end - starts) * N[end - 1] * c_max
+        k = int(np.argmin(total))
+        best[end], cut[end] = total[k], starts[k]
     chunks = []
     end = n
     while end > 0:

@@ -196,6 +196,30 @@ class Sampler(Protocol):
     def take(self, index: np.ndarray) -> "Sampler": ...
 
 
+class LastTokenSampler:
+    """A :class:`Sampler` from tasks that draw sequences and the answer due at their last
+    position (``tasks.draw(keys, counter, size, stream) -> (inputs (M, size, T), answers (M,
+    size))``, numpy, as :class:`factlab.databases.recall_task.RecallTasks`): only the last
+    position is scored, each model's loss is its mean cross-entropy there."""
+
+    def __init__(self, tasks):
+        self.tasks = tasks
+
+    @property
+    def n_models(self) -> int:
+        return self.tasks.n_models
+
+    def draw(self, keys: np.ndarray, counter: int, size: int, stream: int) -> Batch:
+        inputs, answers = self.tasks.draw(keys, counter, size, stream)
+        M, B, T = inputs.shape
+        valid = torch.ones(M, B, dtype=torch.bool)
+        return Batch(torch.from_numpy(inputs), torch.from_numpy(answers)[..., None],   # (M, B, T), (M, B, 1)
+                     uniform_weight(valid, 1), valid, (T - 1,))
+
+    def take(self, index: np.ndarray) -> "LastTokenSampler":
+        return LastTokenSampler(self.tasks.take(index))
+
+
 class StreamData:
     """A fresh batch every step from ``sampler``, keyed by ``(keys[m], step)``; accuracy on
     one fixed sample of ``eval_size`` sequences per model, drawn from its own stream

@@ -107,7 +107,8 @@ def _train(model, data, config: TrainConfig, run: RunConfig, progress, monitor, 
     trained: dict[str, torch.Tensor] = {}  # trained weights at the input stack's padded shapes
     rounds = done = 0
     # padding costs a compiled step memory only, not time: plain slices of the sorted order
-    chunks = _slices(sizes, chunk_sizes, run.chunk_size) if fused else plan_chunks(sizes, chunk_sizes, run.chunk_size)
+    chunks = (_slices(sizes, chunk_sizes, run.chunk_size) if fused else
+              plan_chunks(sizes, chunk_sizes, run.chunk_size, getattr(model, "chunk_cost", None)))
     for idx in chunks:
         sub_model = model.select(idx).to(run.device, dtype)      # re-padded to the chunk's own sizes
         sub_data = data.take(torch.tensor(idx, dtype=torch.long)).to(run.device, dtype)

@@ -98,6 +98,10 @@ class ModelStack(Protocol):
         sizes together."""
         ...
 
+    def chunk_cost(self, sizes: np.ndarray) -> np.ndarray:
+        """The work of one sequence at padded ``sizes (n, k)`` (rows of chunk sizes)."""
+        ...
+
     def select(self, index: Sequence[int]) -> "ModelStack":
         """The models at ``index``, re-padded to their own largest sizes."""
         ...

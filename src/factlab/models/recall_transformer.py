@@ -1,0 +1,272 @@
+"""The one-layer recall transformer of Nichani, Lee and Bietti (2024), and Figure 5's linear attention.
+
+**Recall transformer** (their Section 4 and Figure 4). Frozen random embeddings ``E (V, d)``
+and unembedding ``U (A, d)``, both N(0, 1/d); H heads with ``Q_h, K_h, V_h (d, d_h)``; only
+the last position queries. For a sequence x_1..x_T whose last token is the query token
+(EOS in the recall task),
+
+    a_h = softmax_t( (x_t K_h) · (x_T Q_h) / sqrt(d_h) ),   z = O [Σ_t a_{h,t} x_t V_h]_h,
+    h = z + W2 ReLU(W1 z + b1),   logits = U h   (over the answers only).
+
+There are no positions, no residual from the raw embeddings and no layer norm.
+Parameters are counted as ``4·H·d_h·d + 2·m·d`` (Q, K, V, O and the MLP's two matrices).
+
+The structure this module exploits (exactly): the embeddings are frozen, there are no
+positions and the query is always the same token, so a head's score and value depend only
+on the token at a position. With per-token tables ``s_h(v) = (E_v K_h)·(E_q Q_h)/sqrt(d_h)``
+and ``val_h(v) = E_v V_h`` and a sample's token counts ``c_v``,
+
+    Σ_t a_{h,t} x_t V_h = Σ_v c_v exp(s_h(v)) val_h(v) / Σ_v c_v exp(s_h(v)),
+
+two batched matmuls of the count matrix ``(B, V)`` with the tables: no per-position
+projection at all. The tests check it against the direct per-position computation.
+The softmax is shifted by each head's largest score over the vocabulary (exact); where a
+sample's denominator would fall below 1e-30 in float32 (every token it holds scoring far
+below the vocabulary's best), the attention is recomputed in float64.
+
+**Linear attention** (their Figure 5): one-hot embeddings (d = V), one matrix ``A (V, V)``
+and a value map ``W_V (V, answers)``, no softmax: ``z = (1/T) Σ_t A[x_t, x_T] e_{x_t}``,
+logits ``z W_V``. Both start with every entry at 1e-5 and are trained by plain gradient
+descent. The 1/T (attention averages over positions) is our choice; the paper's text
+does not say.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from factlab.errors import ConfigError
+from factlab.models.stack import Stack
+
+#: below this a float32 softmax denominator is recomputed in float64 (see the module docstring)
+TINY = 1e-30
+
+
+def _positive(owner: str, **values) -> None:
+    for name, value in values.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RecallTransformerConfig:
+    """Sizes of one recall transformer: vocabulary ``n_tokens`` (V), ``n_answers`` (the
+    output vocabulary, D·R in the recall task), ``d``, ``n_heads`` (H), ``d_head`` (d_h),
+    MLP ``width`` (m); ``query_token``: the token every sequence ends with (default the
+    last one, the recall task's EOS)."""
+
+    n_tokens: int
+    n_answers: int
+    d: int
+    n_heads: int = 1
+    d_head: int = 1
+    width: int = 1
+    query_token: int | None = None
+
+    def __post_init__(self):
+        _positive("RecallTransformerConfig", n_tokens=self.n_tokens, n_answers=self.n_answers, d=self.d,
+                  n_heads=self.n_heads, d_head=self.d_head, width=self.width)
+        if self.query_token is not None and not 0 <= self.query_token < self.n_tokens:
+            raise ConfigError(f"query_token {self.query_token} is outside the vocabulary of {self.n_tokens}")
+
+    @property
+    def query(self) -> int:
+        return self.n_tokens - 1 if self.query_token is None else self.query_token
+
+    def axis_sizes(self) -> dict[str, int]:
+        return {"V": self.n_tokens, "A": self.n_answers, "D": self.d, "H": self.n_heads, "K": self.d_head,
+                "W": self.width}
+
+    @property
+    def params(self) -> int:
+        """``4·H·d_h·d + 2·m·d`` (Nichani et al.'s count: attention and MLP matrices, no bias)."""
+        return 4 * self.n_heads * self.d_head * self.d + 2 * self.width * self.d
+
+
+class RecallTransformerStack(Stack):
+    """M recall transformers of possibly different sizes (see the module docstring).
+
+    Weights: ``E (V, D)`` and ``U (A, D)`` frozen; per head ``W_Q, W_K, W_V (H, D, K)`` and
+    ``W_O (H, K, D)`` (the rows of O that read head h); the MLP ``W1 (W, D)``, ``b1 (W,)``,
+    ``W2 (D, W)``."""
+
+    AXES = {"E": "VD", "U": "AD", "W_Q": "HDK", "W_K": "HDK", "W_V": "HDK", "W_O": "HKD",
+            "W1": "WD", "b1": "W", "W2": "DW"}
+    OUTPUT_AXIS = "A"
+    CHUNK_AXES = "VADHKW"
+    DEFAULT_FROZEN = ("E", "U")
+
+    @classmethod
+    def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
+        """Multiply-adds per sequence at padded sizes (V, A, D, H, K, W): the count matrix
+        times the tables (V·H·K), O (H·K·D), the MLP (2·W·D), the unembedding (A·D)."""
+        V, A, D, H, K, W = (sizes[:, i].astype(np.float64) for i in range(6))
+        return V * H * K + H * K * D + 2 * W * D + A * D
+
+    @classmethod
+    def init_weights(cls, config: RecallTransformerConfig, generator: torch.Generator,
+                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        """E, U ~ N(0, 1/d) and Q, K, V ~ N(0, 1/d_h), O ~ N(0, 1/d) (the authors'); W1 ~
+        N(0, 1/d), b1 = 0, W2 ~ N(0, 1/m) (ours: the MLP's initialisation is not given)."""
+        c = config
+        var = {"E": c.d, "U": c.d, "W_Q": c.d_head, "W_K": c.d_head, "W_V": c.d_head, "W_O": c.d,
+               "W1": c.d, "b1": None, "W2": c.width}
+        out = {}
+        for name, shape in cls.shapes(c).items():
+            w = torch.randn(shape, generator=generator, dtype=torch.float64)
+            out[name] = (w / var[name] ** 0.5 if var[name] else torch.zeros(shape, dtype=torch.float64)).to(dtype)
+        return out
+
+    def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
+                positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(h (M, B, 1, D), U^T (M, D, A))`` at the last position, the only one that queries."""
+        if tuple(positions) != (inputs.shape[-1] - 1,):
+            raise ConfigError(f"the recall transformer computes its last position only; asked for {tuple(positions)}")
+        w = self.masked(params)
+        h = self.forward(w, inputs)                                              # (M, B, D)
+        return h[:, :, None, :], w["U"].transpose(1, 2)
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``(M, B, A)`` logits of sequences ``inputs (M, B, T)`` at their last position,
+        -inf beyond each model's own answers."""
+        h = self.forward(self.params, inputs)
+        out = torch.bmm(h, self.params["U"].transpose(1, 2))
+        return out.masked_fill(~self.output_mask()[:, None, :], float("-inf"))
+
+    def forward(self, w: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+        """The residual stream ``h (M, B, D)`` at the last position, from masked weights ``w``."""
+        M, B, T = inputs.shape
+        query = torch.tensor([c.query for c in self.configs], device=inputs.device)
+        if not bool((inputs[:, :, -1] == query[:, None]).all()):
+            raise ConfigError("every sequence must end with its model's query token (the recall task's EOS)")
+        z = self.attention(w, token_counts(inputs, w["E"].shape[1]))           # (M, B, D)
+        hidden = torch.relu(torch.baddbmm(w["b1"][:, None, :], z, w["W1"].transpose(1, 2)))  # (M, B, W)
+        return z + torch.bmm(hidden, w["W2"].transpose(1, 2))
+
+    def attention(self, w: dict[str, torch.Tensor], counts: torch.Tensor) -> torch.Tensor:
+        """``z (M, B, D)``: the heads' outputs mapped by O, from token counts ``(M, B, V)``
+        and per-token tables (see the module docstring)."""
+        scores, values = self.tables(w)                                          # (M, V, H), (M, V, H, K)
+        z = _mix(counts, scores, values, self.token_mask())
+        if z is None:                                                            # a float32 denominator underflowed
+            z = _mix(counts.double(), scores.double(), values.double(), self.token_mask()).to(scores.dtype)
+        M, B = counts.shape[:2]
+        H, K, D = w["W_O"].shape[1:]
+        return torch.bmm(z.reshape(M, B, H * K), w["W_O"].reshape(M, H * K, D))  # (M, B, D)
+
+    def tables(self, w: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token tables: scores ``s_h(v) (M, V, H)``, scaled by each model's own
+        1/sqrt(d_h), and values ``E_v V_h (M, V, H, K)``."""
+        E = w["E"]                                                               # (M, V, D)
+        M, V, D = E.shape
+        H, _, K = w["W_Q"].shape[1:]
+        query = torch.tensor([c.query for c in self.configs], device=E.device)
+        e_q = E[torch.arange(M, device=E.device), query]                         # (M, D)
+        q = torch.einsum("md,mhdk->mhk", e_q, w["W_Q"])                          # (M, H, K)
+        keys = torch.bmm(E, w["W_K"].permute(0, 2, 1, 3).reshape(M, D, H * K)).view(M, V, H, K)
+        scale = self.sizes("K").to(E.dtype).rsqrt()[:, None, None]               # (M, 1, 1): own 1/sqrt(d_h)
+        scores = (keys * q[:, None]).sum(-1) * scale                             # (M, V, H)
+        values = torch.bmm(E, w["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * K)).view(M, V, H, K)
+        return scores, values
+
+    def token_mask(self) -> torch.Tensor:
+        """``(M, V)`` bool: each model's own tokens."""
+        V = self.params["E"].shape[1]
+        return torch.arange(V, device=self.device)[None, :] < self.sizes("V")[:, None]
+
+
+def token_counts(inputs: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """``(M, B, V)``: how often each token occurs in each sequence ``inputs (M, B, T)``."""
+    M, B, T = inputs.shape
+    counts = torch.zeros(M, B, n_tokens, device=inputs.device)
+    return counts.scatter_add_(2, inputs, torch.ones(M, B, T, device=inputs.device))
+
+
+def _mix(counts: torch.Tensor, scores: torch.Tensor, values: torch.Tensor, token_mask: torch.Tensor
+         ) -> torch.Tensor | None:
+    """``(M, B, H, K)``: each head's softmax-weighted value, ``Σ_v c_v e^{s(v)} val(v) / Σ_v c_v
+    e^{s(v)}``, the softmax shifted by each head's largest score over the model's own
+    vocabulary; None where, in float32, some denominator falls below :data:`TINY`."""
+    M, V, H, K = values.shape
+    B = counts.shape[1]
+    masked = scores.masked_fill(~token_mask[:, :, None], float("-inf"))
+    top = masked.detach().amax(dim=1, keepdim=True)                              # (M, 1, H)
+    weights = torch.exp(masked - top)                                            # (M, V, H); 0 on padding
+    counts = counts.to(scores.dtype)
+    den = torch.bmm(counts, weights)                                             # (M, B, H)
+    if scores.dtype == torch.float32 and bool((den.detach() < TINY).any()):
+        return None
+    num = torch.bmm(counts, (weights[..., None] * values).reshape(M, V, H * K))  # (M, B, H·K)
+    return num.view(M, B, H, K) / den[..., None]
+
+
+@dataclass(frozen=True)
+class LinearAttentionConfig:
+    """Figure 5's model: one-hot embeddings of ``n_tokens`` (d = V), ``n_answers`` outputs,
+    sequences of ``seq_len`` ending with ``query_token`` (default the last token)."""
+
+    n_tokens: int
+    n_answers: int
+    seq_len: int = 32
+    query_token: int | None = None
+    init: float = 1e-5            # every entry of A and W_V at the start (the authors')
+
+    def __post_init__(self):
+        _positive("LinearAttentionConfig", n_tokens=self.n_tokens, n_answers=self.n_answers, seq_len=self.seq_len)
+
+    @property
+    def query(self) -> int:
+        return self.n_tokens - 1 if self.query_token is None else self.query_token
+
+    def axis_sizes(self) -> dict[str, int]:
+        return {"V": self.n_tokens, "A": self.n_answers}
+
+
+class LinearAttentionStack(Stack):
+    """M linear-attention models of Figure 5 (see the module docstring): ``A (V, V)``,
+    ``W_V (V, A)``; features ``z (V)``, logits ``z W_V``."""
+
+    AXES = {"A": "VV", "W_V": "VA"}
+    OUTPUT_AXIS = "A"
+    CHUNK_AXES = "VA"
+
+    @classmethod
+    def init_weights(cls, config: LinearAttentionConfig, generator: torch.Generator,
+                     dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return {name: torch.full(shape, config.init, dtype=dtype) for name, shape in cls.shapes(config).items()}
+
+    def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
+                positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        if tuple(positions) != (inputs.shape[-1] - 1,):
+            raise ConfigError(f"the linear attention computes its last position only; asked for {tuple(positions)}")
+        w = self.masked(params)
+        M, B, T = inputs.shape
+        V = w["A"].shape[1]
+        query = inputs[:, :, -1]                                                 # (M, B)
+        # score of position t: A[x_t, x_T]; z = (1/T) Σ_t score_t e_{x_t} = (1/T) counts ⊙ A[:, x_T]
+        column = w["A"].gather(2, query[:, None, :].expand(M, V, B)).transpose(1, 2)   # (M, B, V): A[v, x_T]
+        z = token_counts(inputs, V).to(column.dtype) * column / T                # (M, B, V)
+        return z[:, :, None, :], w["W_V"]
+
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        z, W = self.readout(None, inputs, (inputs.shape[-1] - 1,))
+        return torch.bmm(z[:, :, 0], W).masked_fill(~self.output_mask()[:, None, :], float("-inf"))
+
+
+def count_params(configs: Sequence[RecallTransformerConfig]) -> np.ndarray:
+    """``(M,)``: each model's parameter count ``4·H·d_h·d + 2·m·d``."""
+    return np.array([c.params for c in configs], dtype=np.int64)
+
+
+def attention_params(config: RecallTransformerConfig) -> int:
+    """``d·d_h·H``: the attention parameters on Figure 4 (right)'s x axis."""
+    return config.d * config.d_head * config.n_heads
+
+
+def mlp_params(config: RecallTransformerConfig) -> int:
+    """``d·m``: the MLP parameters on Figure 4 (right)'s y axis."""
+    return config.d * config.width
