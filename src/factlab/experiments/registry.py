@@ -14,6 +14,7 @@ from factlab.experiments.core.paper import Paper
 PACKAGES = {
     "wong2025": "factlab.experiments.wong2025",
     "completions": "factlab.experiments.completions",
+    "nichani2024": "factlab.experiments.nichani2024",
 }
 
 

@@ -93,6 +93,8 @@ def run(paper: Paper, config, path: str | Path, *, resume: bool = True, backend:
                         n = store.commit_unit(unit, rows, record)
                         n_units, n_rows = n_units + 1, n_rows + n
                         bar.update(unit.size)
+                        if not progress:
+                            log(f"{paper.name}: round {unit.round}, unit {unit.id}: {n} rows in {seconds:.1f} s")
                         if on_commit is not None:
                             on_commit(n_units - 1, n)
                 finally:
