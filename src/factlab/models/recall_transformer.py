@@ -103,10 +103,12 @@ class RecallTransformerStack(Stack):
 
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """Multiply-adds per sequence at padded sizes (V, A, D, H, K, W): the count matrix
-        times the tables (V·H·K), O (H·K·D), the MLP (2·W·D), the unembedding (A·D)."""
+        """Seconds per sequence at padded sizes (V, A, D, H, K, W): the forward pass's
+        multiply-adds (the count matrix times the tables V·H·K, O H·K·D, the MLP 2·W·D, the
+        unembedding A·D) times 1.5e-10 s, the factor that trained Figure 4 (right)'s grid
+        fastest on 2 cores (docs/performance.md)."""
         V, A, D, H, K, W = (sizes[:, i].astype(np.float64) for i in range(6))
-        return V * H * K + H * K * D + 2 * W * D + A * D
+        return 1.5e-10 * (V * H * K + H * K * D + 2 * W * D + A * D)
 
     @classmethod
     def init_weights(cls, config: RecallTransformerConfig, generator: torch.Generator,

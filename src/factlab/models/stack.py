@@ -228,12 +228,18 @@ class Stack:
         """``(M, k)``: the sizes the engine groups models by (:attr:`CHUNK_AXES`)."""
         return self.axis_table(self.CHUNK_AXES)
 
+    #: seconds of one training step per unit of :meth:`chunk_cost`'s default (the product of
+    #: the chunk sizes), fitted on 2 CPU cores for the attention layers (per logit)
+    SECONDS_PER_UNIT: ClassVar[float] = 1.5e-8
+
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """The work of one sequence for models padded to ``sizes (n, k)`` (rows of the largest
-        :attr:`CHUNK_AXES` sizes): the engine's chunk planner weighs padding with it. By
-        default the product of the sizes; a family whose work is a sum of terms says so."""
-        return np.prod(sizes, axis=1)
+        """Estimated seconds of one training step of one sequence for models padded to
+        ``sizes (n, k)`` (rows of the largest :attr:`CHUNK_AXES` sizes): the engine's chunk
+        planner weighs padding against per-step overhead with it. By default
+        :attr:`SECONDS_PER_UNIT` times the product of the sizes; a family whose work is a
+        sum of terms says so."""
+        return cls.SECONDS_PER_UNIT * np.prod(sizes, axis=1)
 
     def output_mask(self) -> torch.Tensor:
         """``(M, V)`` bool: the outputs each model has (its own vocabulary or answer set)."""

@@ -22,9 +22,9 @@ def _slices(sizes, chunk_sizes, max_chunk: int) -> list[list[int]]:
     return [order[i:i + max_chunk] for i in range(0, len(order), max_chunk)]
 
 
-# Cost model of one training step of a chunk, fitted on 2 CPU cores (attention layers): a
-# fixed overhead (kernel launches, Python) plus a cost per padded unit of work (sequence
-# x the product of the family's chunk sizes, e.g. the vocabulary).
+# Cost model of one training step of a chunk, fitted on 2 CPU cores: a fixed overhead
+# (kernel launches, Python) plus the family's estimate of the seconds per padded sequence
+# (its chunk_cost; by default 1.5e-8 s times the product of its chunk sizes).
 STEP_OVERHEAD_S = 4e-3
 PER_UNIT_S = 1.5e-8
 
@@ -33,10 +33,10 @@ def plan_chunks(sizes, chunk_sizes, max_chunk: int, cost=None) -> list[list[int]
     """Cut models into chunks that train together, trading padding against per-step overhead.
 
     Models are sorted by (data size, chunk sizes); a cut is placed wherever the modelled step
-    time ``STEP_OVERHEAD_S + PER_UNIT_S · M_c · N_max · cost(max sizes)`` of the two halves
-    beats that of the whole (dynamic programming over the sorted order, at most
-    ``max_chunk`` models a chunk). ``chunk_sizes (M, k)`` and ``cost`` (rows of sizes ->
-    work per sequence; default their product) are the family's (``chunk_sizes``,
+    time ``STEP_OVERHEAD_S + M_c · N_max · cost(max sizes)`` of the two halves beats that of
+    the whole (dynamic programming over the sorted order, at most ``max_chunk`` models a
+    chunk). ``chunk_sizes (M, k)`` and ``cost`` (rows of sizes -> seconds per sequence;
+    default ``PER_UNIT_S`` times their product) are the family's (``chunk_sizes``,
     ``chunk_cost`` of :class:`factlab.models.stack.Stack`).
     """
     sizes = np.asarray(sizes)
@@ -53,8 +53,8 @@ def plan_chunks(sizes, chunk_sizes, max_chunk: int, cost=None) -> list[list[int]
         starts = np.arange(lo, end)
         # chunk [s, end): N is sorted so N_max = N[end-1]; the others: running max from the right
         c_max = np.maximum.accumulate(C[lo:end][::-1], axis=0)[::-1]
-        c_max = np.prod(c_max, axis=1) if cost is None else np.asarray(cost(c_max), dtype=np.float64)
-        total = best[starts] + STEP_OVERHEAD_S + PER_UNIT_S * (end - starts) * N[end - 1] * c_max
+        c_max = PER_UNIT_S * np.prod(c_max, axis=1) if cost is None else np.asarray(cost(c_max), dtype=np.float64)
+        total = best[starts] + STEP_OVERHEAD_S + (end - starts) * N[end - 1] * c_max
         k = int(np.argmin(total))
         best[end], cut[end] = total[k], starts[k]
     chunks = []
