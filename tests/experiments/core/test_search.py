@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from factlab.experiments.core.search import bisect
+from factlab.experiments.core.search import bisect, bisect_up
 
 
 def run(lo, hi, threshold, ratio=None):
@@ -44,3 +44,19 @@ def test_outcomes_outside_the_interval_and_below_the_best_are_ignored():
     assert (b.best, b.fail, b.probe) == (15, 21, 18)
     with pytest.raises(ValueError, match="empty"):
         bisect(5, 4, {})
+
+
+@given(st.integers(1, 20), st.integers(0, 200), st.integers(-5, 260))
+def test_the_smallest_succeeding_size_is_found_exactly(lo, span, threshold):
+    """Success from ``threshold`` on (the least dimension that memorizes)."""
+    hi = lo + span
+    outcomes = {}
+    while True:
+        t = bisect_up(lo, hi, outcomes)
+        if t.done:
+            break
+        assert t.probe not in outcomes and lo <= t.probe <= hi
+        outcomes[t.probe] = t.probe >= threshold
+    expected = max(lo, threshold) if threshold <= hi else None
+    assert t.answer == expected
+    assert len(outcomes) <= math.ceil(math.log2(hi - lo + 2))

@@ -64,3 +64,27 @@ def test_the_hash_of_the_scales_is_the_one_stores_were_made_with():
     from factlab.experiments.wong2025.config import scale_spec
 
     assert scale_spec("quick").hash == "131b8778780410ac"
+
+
+def test_the_choices_the_paper_leaves_open_are_fields_that_keep_old_hashes():
+    """Optimizer, weight decay, momentum, initialisation scale and early stopping were added
+    after stores existed: at their defaults the hash is the old one; changed, it moves."""
+    from dataclasses import replace
+
+    from factlab.experiments.wong2025.config import scale_spec
+    from factlab.experiments.wong2025.unit import train_config
+    from factlab.training.optim import SGD, Adam, AdamW
+
+    quick = scale_spec("quick")
+    assert quick.hash == "131b8778780410ac"
+    sgd = replace(quick, training=replace(quick.training, optimizer="sgd", momentum=0.9, early_stop=False))
+    assert sgd.hash != quick.hash
+    tc, _ = train_config(sgd)
+    assert tc.optimizer == SGD(lr=0.03, momentum=0.9) and tc.stop_tau is None
+    assert train_config(quick)[0].optimizer == Adam(lr=0.03) and train_config(quick)[0].stop_tau == 0.99
+    adamw = replace(quick, training=replace(quick.training, optimizer="adamw"))
+    assert train_config(adamw)[0].optimizer == AdamW(lr=0.03, weight_decay=0.01)   # torch's default decay
+    assert parse_spec(sgd.to_toml()) == sgd
+    for bad in ("optimizer = 'rmsprop'", "momentum = 0.9", "init_scale = 0", "weight_decay = -1"):
+        with pytest.raises(ConfigError):
+            parse_spec(f"[training]\n{bad}")

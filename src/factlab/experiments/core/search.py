@@ -11,6 +11,9 @@ killed at any point resumes to the same answers.
 Two stopping rules: integer bisection to the exact threshold (``ratio=None``), or a
 geometric tolerance, stopping once the first failure is within ``ratio`` times the last
 success (Nichani et al.'s MLP search stops at a ratio of 1.01).
+
+The other direction, the *smallest* size that succeeds when success is monotone the other
+way (the least embedding dimension that memorizes a database), is :func:`bisect_up`.
 """
 
 from __future__ import annotations
@@ -60,3 +63,29 @@ def bisect(lo: int, hi: int, outcomes: Mapping[int, bool], *, ratio: float | Non
     done = fail - best <= 1 or (ratio is not None and best >= lo and fail <= ratio * best)
     probe = None if done else (best + fail) // 2
     return Bisection(lo, hi, best, fail, probe, len(outcomes))
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The state of a search for the smallest size that succeeds: ``probe`` the size to try
+    next (None when done), ``answer`` the smallest size in ``[lo, hi]`` that succeeded once
+    done (None if even ``hi`` failed)."""
+
+    probe: int | None
+    answer: int | None
+    probes: int
+
+    @property
+    def done(self) -> bool:
+        return self.probe is None
+
+
+def bisect_up(lo: int, hi: int, outcomes: Mapping[int, bool], *, ratio: float | None = None) -> Threshold:
+    """The next probe of a search for the smallest size in ``[lo, hi]`` that succeeds, success
+    being monotone (false below the threshold, true from it on): :func:`bisect` on the
+    failures, read from the other end."""
+    down = bisect(lo, hi, {n: not ok for n, ok in outcomes.items()}, ratio=ratio)
+    if not down.done:
+        return Threshold(down.probe, None, len(outcomes))
+    smallest = down.best + 1                  # the largest failure, plus one (lo if lo succeeded)
+    return Threshold(None, smallest if smallest <= hi else None, len(outcomes))

@@ -55,8 +55,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import (RUN_ONLY, config_dict, config_from_dict, config_hash, config_to_toml,
-                                             read_toml)
+from factlab.experiments.core.config import (OMIT_AT_DEFAULT, RUN_ONLY, config_dict, config_from_dict, config_hash,
+                                             config_to_toml, read_toml)
 from factlab.training.engine import KERNELS
 
 
@@ -121,13 +121,21 @@ class PairingSpec:
 @dataclass(frozen=True)
 class TrainingSpec:
     """Training of each pair (see :class:`~factlab.training.engine.TrainConfig`). The paper
-    fixes only ``max_epochs`` = 2,000; the optimiser and stopping rule are our choices."""
+    fixes only ``max_epochs`` = 2,000; the optimiser, its learning rate, the initialisation's
+    scale and the stopping rule are our choices (``factlab robustness wong2025`` varies them).
+    The fields after ``dtype`` were added later: a store made before them keeps its hash
+    (they enter it only when changed)."""
 
     max_epochs: int = 2000
-    lr: float = 1e-2                 # Adam learning rate (our choice)
+    lr: float = 1e-2                 # learning rate (our choice)
     stop_tau: float = 0.99           # stop a model once its softmax>=stop_tau accuracy is 1 (our choice)
     eval_every: int = 10
     dtype: str = "float32"
+    optimizer: str = field(default="adam", metadata=OMIT_AT_DEFAULT)       # adam, adamw or sgd (our choice)
+    weight_decay: float | None = field(default=None, metadata=OMIT_AT_DEFAULT)  # None: the optimizer's default
+    momentum: float = field(default=0.0, metadata=OMIT_AT_DEFAULT)          # SGD's momentum
+    init_scale: float = field(default=1.0, metadata=OMIT_AT_DEFAULT)        # every initial weight times this
+    early_stop: bool = field(default=True, metadata=OMIT_AT_DEFAULT)        # stop at stop_tau memorization
 
     def __post_init__(self):
         _at_least("training.max_epochs", self.max_epochs, 1)
@@ -137,6 +145,23 @@ class TrainingSpec:
         if not 0.5 <= self.stop_tau <= 1.0:
             raise ConfigError(f"training.stop_tau must be in [0.5, 1], got {self.stop_tau!r}")
         _choice("training.dtype", self.dtype, ("float32", "float64"))
+        _choice("training.optimizer", self.optimizer, ("adam", "adamw", "sgd"))
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"training.weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.momentum < 0 or (self.momentum and self.optimizer != "sgd"):
+            raise ConfigError(f"training.momentum is SGD's and must be >= 0, got {self.momentum!r} "
+                              f"with optimizer {self.optimizer!r}")
+        if not self.init_scale > 0:
+            raise ConfigError(f"training.init_scale must be positive, got {self.init_scale!r}")
+
+    def optimizer_config(self):
+        """The engine's optimizer: ``torch.optim``'s Adam, AdamW (default decay 0.01) or SGD."""
+        from factlab.training.optim import SGD, Adam, AdamW
+
+        decay = {} if self.weight_decay is None else {"weight_decay": self.weight_decay}
+        if self.optimizer == "sgd":
+            return SGD(lr=self.lr, momentum=self.momentum, **decay)
+        return (AdamW if self.optimizer == "adamw" else Adam)(lr=self.lr, **decay)
 
 
 @dataclass(frozen=True)

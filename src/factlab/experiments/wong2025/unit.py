@@ -13,7 +13,6 @@ from factlab.keyed_random import model_keys
 from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
 from factlab.training.data import FixedData
 from factlab.training.engine import RunConfig, TrainConfig, train
-from factlab.training.optim import Adam
 
 
 def tau_column(tau: float) -> str:
@@ -25,8 +24,9 @@ def train_config(spec: ExperimentSpec) -> tuple[TrainConfig, RunConfig]:
     """The engine's configs for a spec: what to train (full-batch epochs, so no shuffling
     depends on shards) and how to run it."""
     t, r = spec.training, spec.runner
-    return (TrainConfig(max_epochs=t.max_epochs, optimizer=Adam(lr=t.lr), stop_tau=t.stop_tau,
-                        eval_every=t.eval_every, taus=tuple(spec.thresholds.taus)),
+    return (TrainConfig(max_epochs=t.max_epochs, optimizer=t.optimizer_config(),
+                        stop_tau=t.stop_tau if t.early_stop else None, eval_every=t.eval_every,
+                        taus=tuple(spec.thresholds.taus)),
             RunConfig(chunk_size=r.chunk_size, device=r.device, dtype=t.dtype, threads=r.threads or None,
                       kernel=r.kernel))
 
@@ -42,8 +42,11 @@ def train_shard(spec: ExperimentSpec, tasks: list[Task]) -> list[dict]:
     train_cfg, run_cfg = train_config(spec)
     configs = [AttentionLayerConfig(n_tokens=t.database.n_tokens, **t.layer) for t in tasks]
     dtype = getattr(torch, run_cfg.dtype)
-    weights = [AttentionStack.init([c], seed=t.pair.init_seed, dtype=dtype).model_weights(0)
-               for c, t in zip(configs, tasks)]
+    scale = spec.training.init_scale            # 1.0 by default: the weights as drawn, bit for bit
+    weights = []
+    for c, t in zip(configs, tasks):
+        drawn = AttentionStack.init([c], seed=t.pair.init_seed, dtype=dtype).model_weights(0)
+        weights.append({n: w * scale for n, w in drawn.items()})
     stack = AttentionStack.from_weights(configs, weights)
     data = FixedData.from_databases([t.database for t in tasks], keys=model_keys(spec.seed, [t.pair.pair_id
                                                                                              for t in tasks]))
