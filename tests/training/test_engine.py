@@ -507,3 +507,19 @@ def test_a_stream_trained_by_autograd_with_the_last_position_scored_only():
         torch.testing.assert_close(together.model.model_weights(3)[n], w, rtol=1e-9, atol=1e-9)
     for r in together.results:
         assert r.status in ("accurate", "max_steps") and (r.status == "accurate") == (r.accuracy >= 0.9)
+
+
+def test_accuracy_on_every_scored_position_counts_a_sequence_right_only_when_all_are():
+    dbs, stack = mixed_stack()
+    data = FixedData.from_databases(dbs)
+    runs = {on: train(stack, data, TrainConfig(max_epochs=15, stop_tau=None, accuracy_on=on), run64())
+            for on in ("last", "every")}
+    for i, db in enumerate(dbs):
+        alone = AttentionStack.from_weights([runs["every"].model.configs[i]], [runs["every"].model.model_weights(i)])
+        seq = torch.from_numpy(db.sequences().copy())
+        pred = alone.logits(seq[:, :2])[0].argmax(-1)                   # (N, 2): q after k, v after (k, q)
+        both = (pred == seq[:, 1:]).all(dim=1).double().mean()
+        assert runs["every"].results[i].accuracy == pytest.approx(float(both))
+        assert runs["last"].results[i].accuracy >= runs["every"].results[i].accuracy
+    with pytest.raises(ConfigError, match="accuracy_on"):
+        TrainConfig(accuracy_on="first")

@@ -22,7 +22,9 @@ class TrainConfig:
     """What to train. The budget is ``max_epochs`` (fixed datasets) or ``max_steps`` (any
     source; a stream has only steps), not both; with neither, 2,000 epochs (Wong 2025,
     sec. 4). ``eval_every``, ``curve_every`` and ``plateau_patience`` count in the budget's
-    unit. Accuracy is recorded with argmax and softmax >= tau for each of ``taus``."""
+    unit. Accuracy is recorded with argmax and softmax >= tau for each of ``taus``, on the
+    last scored position of each evaluated sequence, or (``accuracy_on="every"``) on all its
+    scored positions: a chain of thought counts as right when every answer in it is."""
 
     max_epochs: int | None = None
     max_steps: int | None = None
@@ -35,6 +37,7 @@ class TrainConfig:
     plateau_tol: float = 1e-4
     curve_every: int | None = None       # record loss and accuracy every this many epochs (steps)
     taus: tuple[float, ...] = DEFAULT_TAUS
+    accuracy_on: str = "last"            # "last" scored position, or "every": a sequence right at all of them
 
     def __post_init__(self):
         if self.max_epochs is None and self.max_steps is None:
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ConfigError(f"stop_accuracy must be in (0, 1], got {self.stop_accuracy}")
         if self.plateau_patience is not None and self.plateau_patience < 1:
             raise ConfigError(f"plateau_patience must be >= 1, got {self.plateau_patience}")
+        if self.accuracy_on not in ("last", "every"):
+            raise ConfigError(f"accuracy_on must be 'last' or 'every', got {self.accuracy_on!r}")
 
     @property
     def budget(self) -> int:

@@ -18,18 +18,20 @@ from factlab.training.loss import unembed_cross_entropy, vocab_bias
 from factlab.training.optim import StackedOptimizer
 
 
-def last_position_metrics(nll: torch.Tensor, argmax: torch.Tensor, batch: Batch, taus: Sequence[float]
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Accuracy on the last scored position of each evaluated sequence, per model.
+def last_position_metrics(nll: torch.Tensor, argmax: torch.Tensor, batch: Batch, taus: Sequence[float],
+                          every: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Accuracy of each evaluated sequence, per model: on its last scored position, or with
+    ``every`` on all of them (a sequence counts as right when every scored position is).
 
     ``nll``/``argmax`` ``(M, B, P)``: negative log-likelihoods and argmax predictions at the
     scored positions. Returns ``(argmax_acc (M,), tau_acc (M, len(taus)))``: argmax accuracy
     and the softmax >= tau accuracy of eq. (14) of Wong (2025)."""
-    target = batch.targets[:, :, -1]                             # (M, B)
+    cols = slice(None) if every else slice(-1, None)
+    target = batch.targets[:, :, cols]                           # (M, B, P') with P' = P or 1
     ev = batch.evaluated.to(nll.dtype)                           # (M, B)
     n = ev.sum(1).clamp(min=1)
-    hit = (argmax[:, :, -1] == target).to(nll.dtype)
-    p = torch.exp(-nll[:, :, -1])                                # softmax probability of the target
+    hit = (argmax[:, :, cols] == target).all(dim=2).to(nll.dtype)                      # (M, B)
+    p = torch.exp(-nll[:, :, cols]).amin(dim=2)                  # the target's smallest softmax probability
     tau = torch.tensor(list(taus), dtype=nll.dtype, device=nll.device)
     tau_hit = (p[..., None] >= tau).to(nll.dtype)                # (M, B, n_tau)
     return (hit * ev).sum(1) / n, (tau_hit * ev[..., None]).sum(1) / n[:, None]
@@ -186,7 +188,7 @@ class Chunk:
     def check(self, r: int, last: bool, ev: Batch, eval_loss, nll, argmax, budget_status: str) -> int:
         """Evaluate, record, retire the models whose rule fired; returns the models left."""
         cfg = self.cfg
-        acc, all_tau = last_position_metrics(nll, argmax, ev, self.eval_taus)
+        acc, all_tau = last_position_metrics(nll, argmax, ev, self.eval_taus, cfg.accuracy_on == "every")
         tau_acc = all_tau[:, :len(cfg.taus)]
         active = self.active
         self.best_acc = torch.where(active, torch.maximum(self.best_acc, acc.double()), self.best_acc)
