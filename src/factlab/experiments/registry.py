@@ -15,6 +15,7 @@ PACKAGES = {
     "wong2025": "factlab.experiments.wong2025",
     "completions": "factlab.experiments.completions",
     "nichani2024": "factlab.experiments.nichani2024",
+    "geometric2026": "factlab.experiments.geometric2026",
 }
 
 

@@ -61,6 +61,12 @@ def _default(f: dataclasses.Field):
     return dataclasses.MISSING
 
 
+def stable_key(*parts) -> int:
+    """A 63-bit integer named by ``parts`` (their ``str``), the same in every process (unlike
+    ``hash``): seeds and unit ids of paper packages derive from it."""
+    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
+
+
 def config_hash(config) -> str:
     """SHA-256 (16 hex digits) of everything results depend on: :func:`config_dict` for the hash."""
     text = json.dumps(config_dict(config, for_hash=True), sort_keys=True)

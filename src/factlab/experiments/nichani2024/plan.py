@@ -15,11 +15,11 @@ stack it trains in.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pandas as pd
 
+from factlab.experiments.core.config import stable_key as key
 from factlab.experiments.core.paper import Unit
 from factlab.experiments.core.search import Bisection, bisect
 from factlab.experiments.nichani2024.config import NichaniConfig
@@ -56,11 +56,6 @@ class Probe:
     @property
     def id(self) -> str:
         return f"{self.search.id}/size={self.size}/lr={self.lr:g}"
-
-
-def key(*parts) -> int:
-    """A 63-bit integer named by ``parts`` (stable across processes, unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") >> 1
 
 
 def searches(config: NichaniConfig) -> list[Search]:
