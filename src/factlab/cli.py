@@ -6,6 +6,7 @@
     factlab reproduce --list              the papers factlab reproduces, one line each
     factlab reproduce PAPER [--scale S]   a paper's experiments: store, figures, claims, report
     factlab summary STORE                 a summary table of any paper's result store
+    factlab capacity PATH                 the smallest model of each mechanism that memorizes a database
 
 Every subcommand's ``--help`` says more. Errors in the user's input (a bad file, a bad
 value) print one line naming the file, line or value at fault and exit with status 2.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from factlab.errors import FactlabError
@@ -131,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     except FactlabError as e:
         print(f"factlab {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:                 # the reader went away (`factlab summary DIR | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -159,7 +159,7 @@ def paper_population(n: int = 548, *, seed: int = 0, max_facts: int = 200) -> li
 
 
 def bijections(n_subjects: int, n_relations: int, *, seed: int = 0, name: str | None = None) -> Database:
-    """The shared-attribute task (geometric recall, SPEC 8): each relation a random bijection
+    """The shared-attribute task (Ravfogel et al. 2026, sec. 3): each relation a random bijection
     from the N subjects onto one shared attribute set, which is the subject set itself so that
     relations compose. Tokens ``e000…`` (entities) and ``r0…`` (relations); N·R facts."""
     if n_subjects < 1 or n_relations < 1:

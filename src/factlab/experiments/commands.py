@@ -4,6 +4,7 @@
     factlab reproduce --list
     factlab reproduce PAPER [--scale quick|paper] [--out DIR] [--backend local|ray] [--address ADDR]
     factlab summary STORE [--export DIR] [--format parquet|csv|both]
+    factlab capacity PATH [--mechanisms attention,recall,geometric] [--out DIR] [--json]
 """
 
 from __future__ import annotations
@@ -50,6 +51,32 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                     progress=not args.no_progress)
     held = sum(c["holds"] for c in doc["claims"])
     print(f"{held} of {len(doc['claims'])} claims hold (see {out}/claims.json)")
+    return 0
+
+
+def cmd_capacity(args: argparse.Namespace) -> int:
+    """``factlab capacity PATH``: the smallest model of each mechanism that memorizes the database."""
+    import json
+
+    from factlab.experiments.core.runner import render, run
+    from factlab.experiments.mechanisms import PAPER
+    from factlab.experiments.mechanisms.capacity import capacity_report, format_report
+    from factlab.experiments.mechanisms.config import capacity_config
+
+    mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
+    config = capacity_config([args.path], mechanisms, name=f"capacity-{Path(args.path).stem}", steps=args.steps)
+    out = Path(args.out or f"{Path(args.path).stem}-capacity")
+    quiet = args.json or args.no_progress
+    done = run(PAPER, config, out, backend=args.backend, address=args.address, progress=not quiet,
+               log=(lambda m: None) if args.json else print)
+    render(PAPER, out, out, config=config)
+    report = capacity_report(out)
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print("\n".join(format_report(report)))
+    print(f"({done.units} units run ({done.rows} models), {done.skipped} already done; store, figures, "
+          f"claims.json and report.html in {out}/)")
     return 0
 
 
@@ -121,6 +148,23 @@ def add_subcommands(subparsers) -> None:
                    "running again with the same --out resumes")
     backend_options(p)
     p.set_defaults(func=cmd_reproduce)
+
+    p = subparsers.add_parser(
+        "capacity", help="the smallest model of each mechanism that memorizes a database",
+        description="For a database of facts (any file factlab reads), find the smallest model of each mechanism "
+                    "that memorizes every fact (argmax accuracy 1): Wong's attention-only layer, Nichani et al.'s "
+                    "recall transformer over frozen random embeddings, Ravfogel et al.'s learned embeddings with an "
+                    "MLP selector; beside |D|, Proposition 2.1 and the rank interval. Resumable; see "
+                    "docs/mechanisms.md.")
+    p.add_argument("path", help="file of facts (CSV/TSV triples or tables, SQLite, N-Triples, Turtle)")
+    p.add_argument("--mechanisms", default="attention,recall,geometric",
+                   help="comma-separated, among attention, recall, geometric (default: all three)")
+    p.add_argument("--out", default=None, help="output directory (default: NAME-capacity); the same --out resumes")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of each model (default 3000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object: triples, prop21, lower, upper, "
+                   "mechanisms (mechanism, params, config, argmax_accuracy, memorized)")
+    backend_options(p)
+    p.set_defaults(func=cmd_capacity)
 
     p = subparsers.add_parser("summary", help="print a summary table of any paper's result store")
     p.add_argument("store", help="results.duckdb, or the directory holding it")

@@ -16,6 +16,7 @@ PACKAGES = {
     "completions": "factlab.experiments.completions",
     "nichani2024": "factlab.experiments.nichani2024",
     "geometric2026": "factlab.experiments.geometric2026",
+    "mechanisms": "factlab.experiments.mechanisms",
 }
 
 

@@ -195,3 +195,13 @@ def read_toml(path: str | Path) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerSpec:
+    """How a paper's units run, never in the hash (mark the field ``RUN_ONLY``): at most
+    ``unit_models`` models trained together in one unit, ``threads`` torch threads (0: torch's
+    default)."""
+
+    unit_models: int = 64
+    threads: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, config_hash
+from factlab.experiments.core.config import RUN_ONLY, RunnerSpec, config_hash
 
 SCALES = ("quick", "paper")
 
@@ -127,14 +127,6 @@ class MultiHopSpec:
     def __post_init__(self):
         _positive("multihop", n_subjects=self.n_subjects, n_relations=self.n_relations, max_hops=self.max_hops,
                   d_min=self.d_min, d_max=self.d_max, max_sequences=self.max_sequences)
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """How to run (not in the hash)."""
-
-    unit_models: int = 64
-    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, config_hash
+from factlab.experiments.core.config import RUN_ONLY, RunnerSpec, config_hash
 
 SCALES = ("quick", "paper")
 D_GRID = (8, 11, 16, 22, 32, 45, 64, 90, 128, 181, 256)
@@ -164,14 +164,6 @@ class SequentialSpec:
         _check("sequential", n_subjects=self.n_subjects, n_relations=self.n_relations, n_answers=self.n_answers,
                n_noise=self.n_noise, seq_len=self.seq_len, lr=self.lr, steps=self.steps,
                batch_size=self.batch_size, curve_every=self.curve_every, eval_size=self.eval_size)
-
-
-@dataclass(frozen=True)
-class RunnerSpec:
-    """How to run (not in the hash): models trained together in one unit at most, torch threads."""
-
-    unit_models: int = 64
-    threads: int = 0
 
 
 @dataclass(frozen=True)
