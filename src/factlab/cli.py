@@ -7,6 +7,7 @@
     factlab reproduce PAPER [--scale S]   a paper's experiments: store, figures, claims, report
     factlab summary STORE                 a summary table of any paper's result store
     factlab capacity PATH                 the smallest model of each mechanism that memorizes a database
+    factlab robustness PAPER              the claims under every setting of the choices a paper leaves open
 
 Every subcommand's ``--help`` says more. Errors in the user's input (a bad file, a bad
 value) print one line naming the file, line or value at fault and exit with status 2.

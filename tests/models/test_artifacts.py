@@ -11,14 +11,17 @@ from factlab.models.attention_layer import AttentionLayerConfig, AttentionStack
 from factlab.models.circuits import from_circuits
 
 
-def brute_force(stack, train, model, tau):
-    """Every (k, q, v), k in K, q in Q, v in the model's vocabulary, one forward pass per prefix."""
+def brute_force(stack, train, model, tau, prefixes="kq"):
+    """Every (k, q, v), k in K, q in Q (or k, q in T), v in the model's vocabulary, one forward
+    pass per prefix."""
     n_vocab = stack.configs[model].n_tokens
     names = list(train.tokens) + [f"<token {i}>" for i in range(train.n_tokens, n_vocab)]
     facts = set(train.triples())
     out = {}
-    for k in train.subjects:
-        for q in train.predicates:
+    firsts, seconds = ((train.subjects, train.predicates) if prefixes == "kq"
+                       else (range(train.n_tokens), range(train.n_tokens)))
+    for k in firsts:
+        for q in seconds:
             z = stack.logits(torch.tensor([[int(k), int(q)]]))[model, 0, -1, :n_vocab].double()
             p = torch.softmax(z, -1)
             for v in range(n_vocab):
@@ -49,6 +52,23 @@ def test_artifacts_match_brute_force(tau):
         assert result.ratio == len(ref) / len(train)
         assert result.generalizations is None and result.n_hallucinations is None
     assert any(artifacts(stack, train, model=m, tau=tau).n_artifacts for m in range(2))
+
+
+def test_artifacts_over_every_prefix_match_brute_force_and_contain_the_kq_block():
+    rng = np.random.default_rng(1)
+    tokens = [f"t{i}" for i in range(8)]
+    train = Database.from_ids(tokens, rng.integers(0, 8, size=(14, 3)), conflicts="first")
+    stack = AttentionStack.init([AttentionLayerConfig(train.n_tokens + 1, 4, 2, 2, 2)], seed=5, dtype=torch.float64)
+    stack = AttentionStack(stack.configs, {n: 3 * w for n, w in stack.params.items()})
+    tt = artifacts(stack, train, tau=0.5, prefixes="tt")
+    ref = brute_force(stack, train, 0, 0.5, prefixes="tt")
+    assert dict(zip(tt.artifacts, tt.probabilities)) == pytest.approx(ref, abs=1e-12)
+    assert len(tt.artifacts) == len(ref) and tt.n_prefixes == train.n_tokens ** 2
+    kq = artifacts(stack, train, tau=0.5)
+    assert set(kq.artifacts) < set(tt.artifacts)          # K x Q is one block of T x T, and there is more
+    assert kq.on_training_pairs == tt.on_training_pairs   # training pairs all lie in the K x Q block
+    with pytest.raises(ConfigError, match="prefixes"):
+        artifacts(stack, train, prefixes="kv")
 
 
 def predicate_default_layer(db: Database, answers: dict[str, str], strength: float = 10.0):

@@ -5,6 +5,7 @@
     factlab reproduce PAPER [--scale quick|paper] [--out DIR] [--backend local|ray] [--address ADDR]
     factlab summary STORE [--export DIR] [--format parquet|csv|both]
     factlab capacity PATH [--mechanisms attention,recall,geometric] [--out DIR] [--json]
+    factlab robustness PAPER [--scale quick|paper] [--out DIR]
 """
 
 from __future__ import annotations
@@ -77,6 +78,22 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     print("\n".join(format_report(report)))
     print(f"({done.units} units run ({done.rows} models), {done.skipped} already done; store, figures, "
           f"claims.json and report.html in {out}/)")
+    return 0
+
+
+def cmd_robustness(args: argparse.Namespace) -> int:
+    """``factlab robustness PAPER``: the paper's claims under every setting of its open choices."""
+    from factlab.experiments.robustness import robustness
+
+    out = Path(args.out or f"{args.paper}-robustness-{args.scale}")
+    res = robustness(args.paper, args.scale, out, backend=args.backend, address=args.address,
+                     progress=not args.no_progress)
+    results, best = res["results"], res["best"]
+    n = len(results[best]["claims"])
+    held = [sum(r["claims"].values()) for r in results]
+    print(f"{len(results)} settings in {res['seconds']:.0f} s; claims held per setting: {min(held)} to {max(held)} of {n}")
+    print("most claims hold under " + ", ".join(f"{k} = {v}" for k, v in results[best]["setting"].items()))
+    print(f"wrote {out}/robustness.json, {out}/robustness.csv, {out}/figures/robustness.png, {out}/report.html")
     return 0
 
 
@@ -165,6 +182,22 @@ def add_subcommands(subparsers) -> None:
                    "mechanisms (mechanism, params, config, argmax_accuracy, memorized)")
     backend_options(p)
     p.set_defaults(func=cmd_capacity)
+
+    p = subparsers.add_parser(
+        "robustness", help="a paper's claims under every setting of the choices it leaves open",
+        description="Run a paper's reproduction under a grid of the choices the paper leaves open (wong2025: "
+                    "optimizer, learning rate, initialisation scale, early stopping; completions: prefixes of the "
+                    "artifacts, random or latent-class databases, density, artifact threshold) and write the table "
+                    "claim x setting -> holds: DIR/robustness.json, robustness.csv, figures/, report.html, and each "
+                    "setting's own store under DIR/settings/. The same --out resumes; see docs/robustness.md.")
+    from factlab.experiments.robustness.grids import GRIDS
+
+    p.add_argument("paper", choices=list(GRIDS), help="the paper")
+    p.add_argument("--scale", choices=["quick", "paper"], default="quick",
+                   help="the scale of every setting's reproduction (default quick)")
+    p.add_argument("--out", default=None, help="output directory (default: PAPER-robustness-SCALE)")
+    backend_options(p)
+    p.set_defaults(func=cmd_robustness)
 
     p = subparsers.add_parser("summary", help="print a summary table of any paper's result store")
     p.add_argument("store", help="results.duckdb, or the directory holding it")

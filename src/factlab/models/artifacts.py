@@ -8,8 +8,14 @@ a true (held-out) fact and a *hallucination* otherwise: the same mechanism makes
 
 Choices the source leaves open, made here:
 
-- Prefixes: all of K x Q of the *training* database, including its own pairs (where an
-  artifact is a confident wrong answer, counted in ``on_training_pairs``).
+- Prefixes (``prefixes``): ``"kq"``, all of K x Q of the *training* database, including its
+  own pairs (where an artifact is a confident wrong answer, counted in
+  ``on_training_pairs``): the completed database tensor. Or ``"tt"``, every prefix
+  (t1, t2) in T x T of the database's tokens: the completed 3-tensor of sentences over the
+  whole vocabulary, of which the database tensor is one block; there an artifact may be
+  any novel sentence, such as (v, k, q). The source's text is not at hand to decide which
+  it counts; at τ >= 0.5 a ratio of artifacts to triples above |K||Q|/|D| is only possible
+  with ``"tt"``.
 - Probabilities: softmax over the model's whole vocabulary, i.e. its real next-token
   distribution from :meth:`AttentionStack.logits`, not only over the objects V as in the
   paper's L (eq. 8); v ranges over every token, so a confident non-object answer is an
@@ -50,7 +56,7 @@ class Artifacts:
 
     tau: float
     n_training: int  # |D_train|
-    n_prefixes: int  # |K| · |Q| of the training database
+    n_prefixes: int  # |K| · |Q| (or |T|² with prefixes "tt") of the training database
     artifacts: tuple[Triple, ...]
     probabilities: tuple[float, ...]
     on_training_pairs: int  # artifacts at a training (k, q): confident wrong answers
@@ -85,30 +91,40 @@ class Artifacts:
         return len(self.generalizations) / inside
 
 
+PREFIXES = ("kq", "tt")
+
+
 def artifacts(stack: AttentionStack, train: Database, *, model: int = 0, held_out: Database | None = None,
-              tau: float = 0.5) -> Artifacts:
+              tau: float = 0.5, prefixes: str = "kq") -> Artifacts:
     """The artifacts of model ``model`` of ``stack`` trained on ``train`` (Wong 2025b).
 
     ``tau`` is the probability threshold (any value in (0, 1]; below 0.5 a prefix may have
     several artifacts). ``held_out`` is a database of true facts not trained on, e.g.
-    ``db.select(test_rows)``; its vocabulary may differ from ``train``'s.
+    ``db.select(test_rows)``; its vocabulary may differ from ``train``'s. ``prefixes``: the
+    prefixes completed, ``"kq"`` (K x Q) or ``"tt"`` (T x T; see the module docstring).
     """
     tau = float(tau)
     if not 0.0 < tau <= 1.0:
         raise ConfigError(f"tau must be in (0, 1], got {tau!r}")
+    if prefixes not in PREFIXES:
+        raise ConfigError(f"prefixes must be one of {PREFIXES}, got {prefixes!r}")
     if not 0 <= model < stack.n_models:
         raise ConfigError(f"model index {model} is out of range for a stack of {stack.n_models}")
     n_vocab = stack.configs[model].n_tokens
     if train.n_tokens > n_vocab:
         raise ConfigError(f"training database has {train.n_tokens} tokens but model {model} has a "
                           f"vocabulary of only {n_vocab}")
-    P = next_token_probabilities(stack, train, model)  # (K, Q, n_vocab)
-    K, Q = train.subjects, train.predicates
-    trained = np.zeros(P.shape, dtype=bool)  # (K, Q, n_vocab): training facts
-    idx = train.tensor_index()
+    P = next_token_probabilities(stack, train, model, prefixes=prefixes)  # (A, B, n_vocab)
+    if prefixes == "kq":
+        K, Q = train.subjects, train.predicates  # token ids of the prefixes' two axes
+        idx = train.tensor_index()
+    else:
+        K = Q = np.arange(train.n_tokens)
+        idx = train.facts[:, :2]
+    trained = np.zeros(P.shape, dtype=bool)  # (A, B, n_vocab): training facts
     trained[idx[:, 0], idx[:, 1], train.facts[:, 2]] = True
-    hit = (P.numpy() >= tau) & ~trained  # (K, Q, n_vocab)
-    ki, qi, vi = np.nonzero(hit)  # in (k, q, v) order
+    hit = (P.numpy() >= tau) & ~trained  # (A, B, n_vocab)
+    ki, qi, vi = np.nonzero(hit)  # in prefix order
     names = _names(train, n_vocab)
     found = tuple((names[K[a]], names[Q[b]], names[c]) for a, b, c in zip(ki, qi, vi))
     probs = tuple(float(p) for p in P.numpy()[ki, qi, vi])
@@ -127,15 +143,20 @@ def artifacts(stack: AttentionStack, train: Database, *, model: int = 0, held_ou
                      held_out_outside=tuple(outside))
 
 
-def next_token_probabilities(stack: AttentionStack, db: Database, model: int = 0) -> torch.Tensor:
+def next_token_probabilities(stack: AttentionStack, db: Database, model: int = 0, *,
+                             prefixes: str = "kq") -> torch.Tensor:
     """``softmax(Z(k, q)_2)`` over the model's vocabulary for every (k, q) in K x Q of ``db``.
 
     ``(|K|, |Q|, n_tokens)`` float64, from the model's own forward pass (eq. 2); the full
     next-token distribution, of which the model tensor L (eq. 8, ``pairs="all"``) holds
-    the logits of the object columns.
+    the logits of the object columns. With ``prefixes="tt"``, for every (t1, t2) in
+    T x T of the database's tokens: ``(|T|, |T|, n_tokens)``.
     """
     one = stack.select([model]).to(dtype=torch.float64)
-    K, Q = db.subjects, db.predicates
+    if prefixes == "tt":
+        K = Q = np.arange(db.n_tokens)
+    else:
+        K, Q = db.subjects, db.predicates
     prefixes = torch.from_numpy(np.stack(np.meshgrid(K, Q, indexing="ij"), -1).reshape(-1, 2))  # (K·Q, 2)
     with torch.no_grad():
         z = one.logits(prefixes)[0, :, -1, : stack.configs[model].n_tokens]  # (K·Q, n_tokens)

@@ -5,7 +5,10 @@ ours and a field of :class:`CompletionsConfig` (docs/completions.md):
 
 - Databases: latent classes (:mod:`factlab.databases.latent_classes`); class counts and noise
   levels vary across databases, which moves the effective-rank gap. Pairs are defined with
-  probability ``density`` (0.3), so K x Q has room for artifacts.
+  probability ``density`` (0.3), so K x Q has room for artifacts. ``kind = "random"`` draws
+  purely random databases of the same sizes instead: one class per subject and no noise, so
+  every (k, q) gets its own uniform value.
+- Artifacts over the prefixes K x Q (``artifact_prefixes = "kq"``) or T x T (``"tt"``).
 - Held out: ``round(held_out · |D|)`` facts drawn uniformly without replacement (20%).
 - Effective rank: the upper end of :func:`factlab.tensors.rank.effective_rank`, with the search
   budget of ``rank_restarts`` / ``rank_max_iter`` / ``rank_max_search_rank``.
@@ -23,7 +26,7 @@ from factlab.databases.database import Database
 from factlab.databases.latent_classes import (LatentClassConfig, LatentClassDatabase, latent_class_database,
                                               split_held_out)
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, config_dict, config_hash
+from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, config_dict, config_hash
 from factlab.models.attention_layer import AttentionLayerConfig
 from factlab.tensors.cp_search import CPSearchConfig
 
@@ -61,6 +64,9 @@ class CompletionsConfig:
     rank_max_iter: int = 300
     rank_max_search_rank: int = 40
     shard_size: int = field(default=96, metadata=RUN_ONLY)  # runs trained together (not in the hash)
+    # added later: in the hash only when changed, so older stores keep theirs
+    kind: str = field(default="latent", metadata=OMIT_AT_DEFAULT)              # latent or random databases
+    artifact_prefixes: str = field(default="kq", metadata=OMIT_AT_DEFAULT)     # kq (K x Q) or tt (T x T)
 
     def __post_init__(self):
         if not (self.classes and self.noise and self.layers and self.epochs) or self.replicates < 1:
@@ -75,6 +81,10 @@ class CompletionsConfig:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
         for layer in self.layers:
             AttentionLayerConfig(1, *layer)  # validates the sizes
+        if self.kind not in ("latent", "random"):
+            raise ConfigError(f"kind must be 'latent' or 'random', got {self.kind!r}")
+        if self.artifact_prefixes not in ("kq", "tt"):
+            raise ConfigError(f"artifact_prefixes must be 'kq' or 'tt', got {self.artifact_prefixes!r}")
 
     def to_dict(self) -> dict:
         return config_dict(self)
@@ -88,12 +98,16 @@ class CompletionsConfig:
                               max_search_rank=self.rank_max_search_rank)
 
     def databases(self) -> list[tuple[int, LatentClassConfig, int]]:
-        """``(db_id, generator config, replicate)`` of every database, classes-major."""
+        """``(db_id, generator config, replicate)`` of every database, classes-major (with
+        ``kind = "random"`` every cell draws a random database: one class per subject, no noise)."""
         out = []
         for c in self.classes:
             for nz in self.noise:
                 for rep in range(self.replicates):
-                    out.append((len(out), replace(self.database, n_classes=c, noise=nz), rep))
+                    gen = replace(self.database, n_classes=c, noise=nz)
+                    if self.kind == "random":
+                        gen = replace(gen, n_classes=gen.n_subjects, noise=0.0)
+                    out.append((len(out), gen, rep))
         return out
 
     def runs(self) -> list[tuple[int, int, int, int]]:

@@ -39,7 +39,8 @@ def database_row(config: CompletionsConfig, db_id: int) -> dict:
             "train_triples": len(train_db), "held_out_triples": len(held),
             "noise_triples": int(drawn.noise.sum()), "held_out_noise": int(drawn.noise[held_mask].sum()),
             "subjects": K, "predicates": Q, "objects": V, "n_tokens": drawn.database.n_tokens,
-            "train_prefixes": K * Q, "prop21_train": proposition_2_1(train_db),
+            "train_prefixes": K * Q if config.artifact_prefixes == "kq" else train_db.n_tokens ** 2,
+            "prop21_train": proposition_2_1(train_db),
             "eff_train_lower": eff_t.lower.value, "eff_train": eff_t.upper.value, "eff_train_method": eff_t.upper.method,
             "eff_full_lower": eff_f.lower.value, "eff_full": eff_f.upper.value, "eff_full_method": eff_f.upper.method,
             "rank_gap": eff_f.upper.value - eff_t.upper.value, "rank_seconds": time.perf_counter() - start,
@@ -51,12 +52,13 @@ def train_config(config: CompletionsConfig, epochs: int) -> TrainConfig:
     return TrainConfig(max_epochs=epochs, optimizer=Adam(lr=config.lr), stop_tau=None, taus=(config.tau,))
 
 
-def run_metrics(stack: AttentionStack, model: int, train_db: Database, held: Database, tau: float) -> dict:
-    """Artifacts at ``tau`` of model ``model`` and their split against ``held``, plus the argmax
-    accuracy on held-out facts inside the training K x Q."""
+def run_metrics(stack: AttentionStack, model: int, train_db: Database, held: Database, tau: float,
+                prefixes: str = "kq") -> dict:
+    """Artifacts at ``tau`` over ``prefixes`` of model ``model`` and their split against
+    ``held``, plus the argmax accuracy on held-out facts inside the training K x Q."""
     if held.tokens != train_db.tokens:
         raise ConfigError("held-out facts must share the training vocabulary (see split_held_out)")
-    a = artifacts(stack, train_db, model=model, held_out=held, tau=tau)
+    a = artifacts(stack, train_db, model=model, held_out=held, tau=tau, prefixes=prefixes)
     inside = a.n_held_out - len(a.held_out_outside)
     P = next_token_probabilities(stack, train_db, model).numpy()  # (K, Q, T)
     sub = {t: i for i, t in enumerate(train_db.subjects.tolist())}
@@ -100,7 +102,7 @@ def train_runs(config: CompletionsConfig, runs: list[tuple[int, int, int, int]])
                      "d_head_qk": qk, "d_head_vo": vo, "layer_bound": b["lower_estimate"], "params": b["params"],
                      "init_seed": init_seed(config, d, li), "status": r.status, "epochs_run": r.epochs,
                      "loss": r.loss, "train_accuracy": r.accuracy, "train_tau_accuracy": r.tau_accuracy[config.tau],
-                     **run_metrics(result.model, i, dbs[d][1], dbs[d][2], config.tau)})
+                     **run_metrics(result.model, i, dbs[d][1], dbs[d][2], config.tau, config.artifact_prefixes)})
     seconds = time.perf_counter() - start
     record = {**tc.to_dict(), "kernel_used": result.kernel, "numba_version": numba_version()}
     prov = {"train_config": json.dumps(record, sort_keys=True, default=str), "factlab_version": __version__,

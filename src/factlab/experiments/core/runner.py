@@ -84,7 +84,7 @@ def run(paper: Paper, config, path: str | Path, *, resume: bool = True, backend:
                                       "are not what it reads (a bug in the paper package)")
                 last = ids
                 rounds += 1
-                bar = _bar(sum(u.size for u in units), progress, f"{getattr(config, 'name', paper.name)}: "
+                bar = progress_bar(sum(u.size for u in units), progress, f"{getattr(config, 'name', paper.name)}: "
                                                                   f"round {units[0].round}")
                 try:
                     for unit, rows, seconds in be.map(paper.run_unit, config, units):
@@ -173,7 +173,7 @@ class _NoBar:
         pass
 
 
-def _bar(total: int, enabled: bool, desc: str):
+def progress_bar(total: int, enabled: bool, desc: str):
     """A progress bar with ETA (tqdm), or nothing."""
     if not enabled:
         return _NoBar()

@@ -175,7 +175,7 @@ def fill_rank_intervals(spec: ExperimentSpec, store, dbs, progress: bool) -> Non
     """Rank intervals of the databases whose interval is still missing, committed in batches."""
     from dataclasses import replace
 
-    from factlab.experiments.core.runner import _bar
+    from factlab.experiments.core.runner import progress_bar
     from factlab.tensors.rank import CPSearchConfig, rank_intervals
 
     missing = sorted(r[0] for r in store.con.execute("SELECT db_id FROM databases WHERE rank_json IS NULL").fetchall())
@@ -189,7 +189,7 @@ def fill_rank_intervals(spec: ExperimentSpec, store, dbs, progress: bool) -> Non
         changes["max_iter"] = d.rank_max_iter
         changes["min_iter"] = min(base.min_iter, d.rank_max_iter)
     config = replace(base, **changes)
-    bar = _bar(len(missing), progress, f"{spec.name}: rank intervals")
+    bar = progress_bar(len(missing), progress, f"{spec.name}: rank intervals")
     try:
         for s in range(0, len(missing), RANK_BATCH):
             ids = missing[s:s + RANK_BATCH]
