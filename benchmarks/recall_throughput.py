@@ -1,21 +1,24 @@
 """Recall-transformer throughput: factlab's engine against a per-configuration PyTorch loop.
 
 Figure 4 (right) of Nichani, Lee and Bietti (2024): S = R = 32, D = 8, 64 noise tokens,
-d = 32, d_h = 8, lr 1e-2, one run per (H, m) of a 13 x 13 grid. Both sides train the same
-configurations for the same number of steps of 1,024 fresh samples, early stopping off:
+d = 32, d_h = 8, lr 1e-2, one run per (H, m) of a 13 x 13 grid. The two sides train
+different sets of these configurations for different numbers of steps (both on fresh batches
+of 1,024 samples, early stopping off, on ``--device``) and are compared by samples per
+second:
 
-- the loop trains one configuration at a time and computes attention position by position,
-  as the authors' code does (every position's key and value projected, softmax over the
-  positions), with torch.optim.AdamW;
-- the engine trains them as stacks, the attention from token counts and per-token tables.
+- the engine trains the whole 169-run grid, as stacks, for ``--engine-steps`` steps, the
+  attention from token counts and per-token tables;
+- the loop, the slow side, trains only the 13 diagonal configurations (H_i, m_i), one at a
+  time, for ``--loop-steps`` steps, computing attention position by position as the
+  authors' code does (every position's key and value projected, softmax over the
+  positions), with torch.optim.AdamW. The cost of a run is a sum of a term in H and a term
+  in m, so the diagonal's mean cost per sample is the grid's.
 
-The engine trains the whole 169-run grid for ``--engine-steps`` steps. The loop, the slow
-side, trains the 13 diagonal configurations (H_i, m_i) for ``--loop-steps``: the cost of a
-run is a sum of a term in H and a term in m, so the diagonal's mean cost per sample is the
-grid's. Prints samples per second of each, the projected time of the 169-run grid at
-16,384 steps at each rate, and the ratio last.
+Prints samples per second of each, the projected time of the 169-run grid at 16,384 steps
+at each rate, and the ratio last. On CUDA the clock is read after synchronizing.
 
     python benchmarks/recall_throughput.py [--engine-steps 4] [--loop-steps 16] [--repeats 3] [--threads 2]
+                                           [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -47,17 +50,24 @@ def setup(cells, seed: int = 0):
     return task, stack, tables
 
 
-def loop(stack, task, tables, steps: int, lr: float = 1e-2) -> None:
-    """One configuration at a time, attention position by position (the authors' way)."""
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so the clock reads its end."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loop(stack, task, tables, steps: int, device: str = "cpu", lr: float = 1e-2) -> None:
+    """One configuration at a time, attention position by position (the authors' way), with
+    its weights and each batch on ``device``."""
     keys = model_keys(0, range(stack.n_models))
     for i, c in enumerate(stack.configs):
-        w = {n: t.clone() for n, t in stack.model_weights(i).items()}
+        w = {n: t.detach().clone().to(device) for n, t in stack.model_weights(i).items()}
         trained = {n: w[n].requires_grad_(True) for n in ("W_Q", "W_K", "W_V", "W_O", "W1", "b1", "W2")}
         opt = torch.optim.AdamW(list(trained.values()), lr=lr, weight_decay=0.0)
         tasks = RecallTasks([task], [tables[i]])
         for step in range(steps):
             tokens, answers = tasks.draw(keys[i:i + 1], step, BATCH)
-            x = w["E"][torch.from_numpy(tokens[0])]                                   # (B, T, d)
+            x = w["E"][torch.from_numpy(tokens[0]).to(device)]                        # (B, T, d)
             q = torch.einsum("bd,hdk->bhk", x[:, -1], w["W_Q"])                         # (B, H, d_h)
             k = torch.einsum("btd,hdk->bthk", x, w["W_K"])                              # (B, T, H, d_h)
             v = torch.einsum("btd,hdk->bthk", x, w["W_V"])
@@ -65,7 +75,7 @@ def loop(stack, task, tables, steps: int, lr: float = 1e-2) -> None:
             heads = (a[..., None] * v).sum(1)                                           # (B, H, d_h)
             z = torch.einsum("bhk,hkd->bd", heads, w["W_O"])
             h = z + torch.relu(z @ w["W1"].T + w["b1"]) @ w["W2"].T
-            loss = torch.nn.functional.cross_entropy(h @ w["U"].T, torch.from_numpy(answers[0]))
+            loss = torch.nn.functional.cross_entropy(h @ w["U"].T, torch.from_numpy(answers[0]).to(device))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -92,13 +102,14 @@ def main() -> None:
     engine(grid_stack, task, grid_tables, 1, args.device)       # warm-up (compiles the sampler)
     e_times, l_times = [], []
     for _ in range(args.repeats):
+        sync(args.device)
         t = time.perf_counter()
         engine(grid_stack, task, grid_tables, args.engine_steps, args.device)
-        if args.device != "cpu":
-            torch.cuda.synchronize()
+        sync(args.device)
         e_times.append(time.perf_counter() - t)
         t = time.perf_counter()
-        loop(diag_stack, task, diag_tables, args.loop_steps)
+        loop(diag_stack, task, diag_tables, args.loop_steps, args.device)
+        sync(args.device)
         l_times.append(time.perf_counter() - t)
     e_rate = grid_stack.n_models * args.engine_steps * BATCH / np.median(e_times)
     l_rate = diag_stack.n_models * args.loop_steps * BATCH / np.median(l_times)

@@ -8,8 +8,9 @@ compiled training step (:mod:`factlab.models.attention_kernel`) calls it to upda
 model's own weights inside its own pass. Neither imports the other: the optimizer hands
 the step its state (:class:`KernelUpdate`), built here.
 
-A rule is an integer code, its hyper-parameters an array ``k`` in the parameters' dtype
-(so that the loops vectorise), and each model carries two numbers ``c = (c1, c2)`` that
+A rule is an integer code, its hyper-parameters a row ``k`` per model in the parameters'
+dtype (so that the loops vectorise; a row each, so that the models of one stack may step
+with different learning rates), and each model carries two numbers ``c = (c1, c2)`` that
 change with its step count:
 
 - :data:`ADAM`: ``k = (b1, 1 - b1, b2, 1 - b2, lr, eps, 1 - lr·wd_decoupled, wd_l2)``;
@@ -38,9 +39,9 @@ class KernelUpdate(NamedTuple):
 
     ``rule``: :data:`ADAM` or :data:`SGD`; ``s1``, ``s2`` ``(M, P)``: the rule's state;
     ``steps (M,)`` int64: steps taken so far, to be incremented by the step;
-    ``c (M, 2)``: each model's step-dependent numbers for its *next* step; ``k``: the
-    hyper-parameters. A step of model m over ``[start, stop)`` of its row is
-    ``span(p, g, s1[m], s2[m], start, stop, rule, c[m, 0], c[m, 1], k)``, after which
+    ``c (M, 2)``: each model's step-dependent numbers for its *next* step; ``k (M, 8)``: each
+    model's hyper-parameters. A step of model m over ``[start, stop)`` of its row is
+    ``span(p, g, s1[m], s2[m], start, stop, rule, c[m, 0], c[m, 1], k[m])``, after which
     ``steps[m] += 1``."""
 
     rule: int
@@ -84,7 +85,7 @@ def span(p, g, s1, s2, start, stop, rule, c1, c2, k):
 
 
 def masked_rows(rows, p, g, s1, s2, mask, rule, c, k):
-    """:func:`span` over each row ``r`` of ``rows`` (2-D arrays ``(M, P)``), touching only
+    """:func:`span` over each row ``r`` of ``rows`` (2-D arrays ``(M, n_params)``, ``k (M, 8)``), touching only
     the entries where ``mask[r]`` is nonzero: elsewhere ``p``, ``s1`` and ``s2`` keep their
     values (frozen entries and padding stay as they are, weight decay included)."""
     P = p.shape[1]
@@ -97,7 +98,7 @@ def masked_rows(rows, p, g, s1, s2, mask, rule, c, k):
         tmp_1[:] = s1[r]
         if two:
             tmp_2[:] = s2[r]
-        span(tmp_p, g[r], tmp_1, tmp_2, 0, P, rule, c[r, 0], c[r, 1], k)
+        span(tmp_p, g[r], tmp_1, tmp_2, 0, P, rule, c[r, 0], c[r, 1], k[r])
         pr, ar, br, mr = p[r], s1[r], s2[r], mask[r]
         for j in range(P):
             if mr[j]:
@@ -112,7 +113,7 @@ def whole_rows(rows, p, g, s1, s2, rule, c, k):
     or the untrained ones have zero gradient, zero state and zero value, as padding has)."""
     P = p.shape[1]
     for r in rows:
-        span(p[r], g[r], s1[r], s2[r], 0, P, rule, c[r, 0], c[r, 1], k)
+        span(p[r], g[r], s1[r], s2[r], 0, P, rule, c[r, 0], c[r, 1], k[r])
 
 
 if njit is not None:

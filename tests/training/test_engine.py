@@ -155,7 +155,7 @@ def test_reported_metrics_match_an_independent_evaluation(kernel):
     for i, db in enumerate(dbs):
         alone = AttentionStack.from_weights([res.model.configs[i]], [res.model.model_weights(i)])
         seq = torch.from_numpy(db.sequences().copy())
-        logits = alone.logits(seq[:, :2])[0]                       # (N, 2, T)
+        logits = alone.logits(seq[:, :2])[0]                       # (B, 2, V)
         probs = logits[:, -1].softmax(-1)
         target = seq[:, 2]
         p = probs[torch.arange(len(seq)), target]
@@ -481,6 +481,57 @@ def test_a_stream_gives_a_model_the_same_data_alone_in_a_stack_in_chunks_and_on_
             assert torch.equal(w, reference[n])
 
 
+def test_the_autograd_path_gives_a_model_its_weights_alone_in_a_stack_in_chunks_and_on_any_thread_count():
+    """The same on the autograd path, which every family but the attention layer's compiled
+    step takes: the data are the same draws, and the weights agree to rounding (torch's
+    batched matmuls sum in an order set by the chunk's padded shapes)."""
+    stack = stream_stack()
+    keys = keyed_random.model_keys(11, range(stack.n_models))
+    data = StreamData(SumSampler(stack), batch_size=16, eval_size=32, keys=keys)
+    alone_data = StreamData(SumSampler(stack.select([7])), batch_size=16, eval_size=32, keys=keys[7:8])
+    cfg = TrainConfig(max_steps=40, eval_every=10, stop_tau=None, optimizer=Adam(lr=0.05))
+    runs = [train(stack, data, cfg, run64("autograd", threads=2)),
+            train(stack, data, cfg, run64("autograd", threads=1, chunk_size=8)),
+            train(stack.select([7]), alone_data, cfg, run64("autograd", threads=1))]
+    assert all(r.kernel == "autograd" for r in runs)
+    reference = runs[2].model.model_weights(0)
+    moved = max(float((reference[n] - stack.model_weights(7)[n].double()).abs().max()) for n in reference)
+    assert moved > 0.05                                   # training did move the weights
+    for run in runs[:2]:
+        assert run.results[7].steps == 40
+        for n, w in run.model.model_weights(7).items():
+            torch.testing.assert_close(w, reference[n], rtol=0, atol=1e-12)
+
+
+def test_a_learning_rate_per_model_trains_each_model_as_it_trains_alone_at_its_rate():
+    """A learning-rate ladder as one stack: ``train(..., lr=[...])`` gives model i the weights
+    it gets alone with the optimizer's lr set to lr[i]; bit for bit on the compiled step, to
+    rounding on the autograd path; for Adam, AdamW (whose decay follows the rate) and SGD."""
+    stack = stream_stack(6, seed=4)
+    keys = keyed_random.model_keys(2, range(stack.n_models))
+    data = StreamData(SumSampler(stack), batch_size=16, eval_size=32, keys=keys)
+    rates = [0.003, 0.01, 0.03, 0.1, 0.01, 0.05]
+    for opt, run in ((Adam(lr=1.0), RunConfig(threads=1)), (AdamW(lr=1.0, weight_decay=0.3), run64("autograd")),
+                     (SGD(lr=1.0, momentum=0.5), run64("autograd"))):
+        cfg = TrainConfig(max_steps=25, eval_every=5, stop_tau=None, optimizer=opt)
+        together = train(stack, data, cfg, run, lr=rates)
+        for i in (0, 3, 5):
+            alone_cfg = TrainConfig(max_steps=25, eval_every=5, stop_tau=None, optimizer=type(opt)(
+                **{**{k: v for k, v in opt.to_dict().items() if k != "kind"}, "lr": rates[i],
+                   **({"betas": opt.betas} if hasattr(opt, "betas") else {})}))
+            alone = train(stack.select([i]), StreamData(SumSampler(stack.select([i])), batch_size=16, eval_size=32,
+                                                        keys=keys[i:i + 1]), alone_cfg, run)
+            for n, w in alone.model.model_weights(0).items():
+                got = together.model.model_weights(i)[n]
+                if run.kernel == "auto":
+                    assert torch.equal(got, w), (opt, i, n)
+                else:
+                    torch.testing.assert_close(got, w, rtol=0, atol=1e-12)
+        assert together.kernel == ("fused" if run.kernel == "auto" else "autograd")
+    with pytest.raises(ConfigError, match="2 learning rates for 6 models"):
+        train(stack, data, TrainConfig(max_steps=1, stop_tau=None), RunConfig(), lr=[0.1, 0.2])
+
+
 def test_a_stream_trained_by_autograd_with_the_last_position_scored_only():
     """A stream scoring only the last position (as the recall task does): the readout
     unembeds that position alone; the model alone and in the stack end alike (autograd,
@@ -517,7 +568,7 @@ def test_accuracy_on_every_scored_position_counts_a_sequence_right_only_when_all
     for i, db in enumerate(dbs):
         alone = AttentionStack.from_weights([runs["every"].model.configs[i]], [runs["every"].model.model_weights(i)])
         seq = torch.from_numpy(db.sequences().copy())
-        pred = alone.logits(seq[:, :2])[0].argmax(-1)                   # (N, 2): q after k, v after (k, q)
+        pred = alone.logits(seq[:, :2])[0].argmax(-1)                   # (B, 2): q after k, v after (k, q)
         both = (pred == seq[:, 1:]).all(dim=1).double().mean()
         assert runs["every"].results[i].accuracy == pytest.approx(float(both))
         assert runs["last"].results[i].accuracy >= runs["every"].results[i].accuracy

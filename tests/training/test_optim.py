@@ -53,6 +53,40 @@ def test_each_model_steps_as_torch_optim_alone_and_inactive_models_stay(name, co
     assert opt.steps.tolist() == [7, 3, 4, 7]
 
 
+@pytest.mark.parametrize("compiled", [False, True], ids=["torch", "compiled"])
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_a_learning_rate_per_model_steps_each_as_torch_optim_at_its_own_rate(name, compiled):
+    """``lr=`` gives each model its own rate (AdamW's decoupled decay ``1 - lr·wd`` too),
+    with and without a mask, and survives ``take``."""
+    cfg = CONFIGS[name]
+    rates = [0.001, 0.03, 0.2, 0.07]
+    g = torch.Generator().manual_seed(4)
+    p0 = torch.randn(4, 9, generator=g, dtype=torch.float64)
+    mask = torch.rand(4, 9, generator=g) < 0.7
+    grads = [torch.randn(4, 9, generator=g, dtype=torch.float64) for _ in range(6)]
+    for m_ in (None, mask):
+        params = p0.clone()
+        opt = StackedOptimizer(cfg, params, m_, lr=rates)
+        for grad in grads[:3]:
+            opt.step(params, grad, torch.ones(4, dtype=torch.bool), compiled=compiled)
+        keep = torch.tensor([3, 1])                      # the rows of models 3 and 1 go on alone
+        opt, params = opt.take(keep), params[keep].clone()
+        for grad in grads[3:]:
+            opt.step(params, grad[keep], torch.ones(2, dtype=torch.bool), compiled=compiled)
+        for j, m in enumerate(keep.tolist()):
+            on = torch.ones(9, dtype=torch.bool) if m_ is None else mask[m]
+            ref = p0[m, on].clone().requires_grad_(True)
+            ref_opt = torch_optimizer(type(cfg)(**{**{k: v for k, v in vars(cfg).items()}, "lr": rates[m]}), [ref])
+            for grad in grads:
+                ref.grad = grad[m, on].clone()
+                ref_opt.step()
+            torch.testing.assert_close(params[j, on], ref.detach(), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ConfigError, match="3 learning rates for 4 models"):
+        StackedOptimizer(cfg, p0, lr=[0.1, 0.2, 0.3])
+    with pytest.raises(ConfigError, match="lr must be"):
+        StackedOptimizer(cfg, p0, lr=[0.1, 0.2, -0.3, 0.1])
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_masked_entries_never_move_and_the_rest_step_as_torch_optim_with_those_entries_left_out(name):
     """A mask per entry (padding, partial freezing): masked entries keep their value and

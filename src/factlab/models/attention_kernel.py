@@ -278,9 +278,9 @@ def _update_own(m, p, G, step, dims, pad, offsets):
     """One optimizer step of model ``m``'s own weights ``p`` (its row of ``flat``) with
     gradient ``G``; the padding, whose gradient is always 0, is left alone as the engine's
     optimizer leaves it. ``step = (stepping (M,) bool, rule, s1 (M, P), s2 (M, P), steps
-    (M,), c (M, 2), k)``: a :class:`factlab._updates.KernelUpdate` behind the stepping
+    (M,), c (M, 2), k (M, 8))``: a :class:`factlab._updates.KernelUpdate` behind the stepping
     flags (which are not read here)."""
-    rule, am, av, steps, c, k = step[1], step[2], step[3], step[4], step[5], step[6]
+    rule, am, av, steps, c, k = step[1], step[2], step[3], step[4], step[5], step[6][m]
     steps[m] += 1
     c1, c2 = c[m, 0], c[m, 1]
     mm, vv = am[m], av[m]
@@ -581,7 +581,7 @@ def loss_and_grad(flat: np.ndarray, dims: np.ndarray, pad: np.ndarray, inputs: n
         step = (stepping, np.int64(u.rule), u.s1, u.s2, u.steps, u.c, u.k)
     else:                                       # placeholders of the right types
         step = (np.zeros(0, np.bool_), np.int64(0), flat[:, :0], flat[:, :0], np.zeros(0, np.int64),
-                np.zeros((0, 2), flat.dtype), np.zeros(8, flat.dtype))
+                np.zeros((0, 2), flat.dtype), np.zeros((0, 8), flat.dtype))
     grad = grad_out if want_grad else np.zeros((M, 0), flat.dtype)
     loss = np.zeros(M, np.float64)
     nll = np.zeros((M, S, n), flat.dtype)

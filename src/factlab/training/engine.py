@@ -5,8 +5,7 @@ The engine knows no model family: it asks a model stack and a data source for wh
 does: :class:`TrainConfig` *what to train* (the budget in epochs or steps, the optimizer,
 the batch size, the stopping rules, what to record), :class:`RunConfig` *how to run it*
 (device, dtype, threads, chunk size, compiled step or autograd). Results depend on the
-first; on the second only up to floating-point rounding (on CPU, not even that: see
-:class:`RunConfig`).
+first; on the second only up to floating-point rounding (see :class:`RunConfig`).
 
 Each model's loss is its own weighted mean cross-entropy at the scored positions; the
 engine sums them, so every model gets exactly its own gradient, and
@@ -26,7 +25,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -40,8 +39,12 @@ Monitor = Callable[[object, torch.Tensor], dict]
 
 
 def train(model, data, config: TrainConfig = TrainConfig(), run: RunConfig = RunConfig(), *,
-          progress: Callable[[int], None] | None = None, monitor: Monitor | None = None) -> TrainResult:
+          progress: Callable[[int], None] | None = None, monitor: Monitor | None = None,
+          lr: Sequence[float] | None = None) -> TrainResult:
     """Train every model of ``model`` on its own data of ``data``; returns per-model results.
+
+    ``lr``: each model's learning rate, in place of the optimizer's (a learning-rate ladder
+    trained as one stack: model i steps exactly as it would alone at ``lr[i]``).
 
     Models are cut into chunks of similar padded size (:func:`plan_chunks`), each trained
     to the end before the next; ``progress(n)`` is called with the number of models done.
@@ -53,6 +56,8 @@ def train(model, data, config: TrainConfig = TrainConfig(), run: RunConfig = Run
         raise ConfigError(f"{model.n_models} models but {data.n_models} datasets")
     if config.max_epochs is not None and not data.per_epoch:
         raise ConfigError("this data source is a stream of fresh batches: count training in max_steps")
+    if lr is not None and len(lr) != model.n_models:
+        raise ConfigError(f"{len(lr)} learning rates for {model.n_models} models")
     if monitor is not None and config.curve_every is None:
         raise ConfigError("a monitor is called at curve points: set curve_every")
     if run.threads is not None:
@@ -60,14 +65,15 @@ def train(model, data, config: TrainConfig = TrainConfig(), run: RunConfig = Run
     with _deterministic(run.deterministic and torch.device(run.device).type == "cpu"):
         fused = _use_compiled(model, data, run)
         if not fused:
-            return _train(model, data, config, run, progress, monitor, fused=False, threads=torch.get_num_threads())
+            return _train(model, data, config, run, progress, monitor, lr, fused=False,
+                          threads=torch.get_num_threads())
         # A compiled step runs on its own threads; torch, left with only small bookkeeping,
         # runs on one, so that its idle OpenMP workers (which spin for a while after each
         # parallel region) do not take the cores (docs/performance.md).
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            return _train(model, data, config, run, progress, monitor, fused=True, threads=threads)
+            return _train(model, data, config, run, progress, monitor, lr, fused=True, threads=threads)
         finally:
             torch.set_num_threads(threads)
 
@@ -97,7 +103,7 @@ def _use_compiled(model, data, run: RunConfig) -> bool:
     return available and run.kernel != "autograd"
 
 
-def _train(model, data, config: TrainConfig, run: RunConfig, progress, monitor, fused: bool,
+def _train(model, data, config: TrainConfig, run: RunConfig, progress, monitor, lr, fused: bool,
            threads: int) -> TrainResult:
     dtype = getattr(torch, run.dtype)
     start = time.perf_counter()
@@ -112,7 +118,8 @@ def _train(model, data, config: TrainConfig, run: RunConfig, progress, monitor, 
     for idx in chunks:
         sub_model = model.select(idx).to(run.device, dtype)      # re-padded to the chunk's own sizes
         sub_data = data.take(torch.tensor(idx, dtype=torch.long)).to(run.device, dtype)
-        chunk = Chunk(sub_model, sub_data, config, run, fused, threads, torch.tensor(idx, dtype=torch.long), monitor)
+        chunk = Chunk(sub_model, sub_data, config, run, fused, threads, torch.tensor(idx, dtype=torch.long), monitor,
+                      None if lr is None else [lr[i] for i in idx])
         chunk_results, weights, n = chunk.run()
         rounds += n
         trained_chunk = sub_model.with_params(weights).to("cpu")

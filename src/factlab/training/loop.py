@@ -79,7 +79,7 @@ class Chunk:
     """The training of one chunk: its models, data, optimizer and bookkeeping."""
 
     def __init__(self, model, data, cfg: TrainConfig, run: RunConfig, fused: bool, threads: int, ids: torch.Tensor,
-                 monitor):
+                 monitor, lr: Sequence[float] | None = None):
         self.model, self.data, self.cfg, self.run_cfg = model, data, cfg, run
         self.threads, self.monitor = threads, monitor
         M = model.n_models
@@ -90,7 +90,7 @@ class Chunk:
         if model.partially_frozen:
             masks = model.update_masks()
             mask = torch.cat([masks[n].reshape(M, -1) for n in names], dim=1)
-        self.opt = StackedOptimizer(cfg.optimizer, self.params.flat, mask)
+        self.opt = StackedOptimizer(cfg.optimizer, self.params.flat, mask, lr)
         self.step_fn = model.compiled_step(device) if fused else None
         self.bias = vocab_bias(model.output_mask(), model.dtype)       # (M, 1, V)
         self.rows = torch.arange(M, device=device)   # chunk positions of the rows still in the stack

@@ -17,8 +17,8 @@ operations. Both compute the same formulas.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import ClassVar, Union
+from dataclasses import asdict, dataclass, replace
+from typing import ClassVar, Sequence, Union
 
 import numpy as np
 import torch
@@ -125,12 +125,25 @@ def optimizer_from_dict(d: dict) -> OptimizerConfig:
 class StackedOptimizer:
     """The state of one optimizer over the rows ``(M, P)`` of a stack's trained weights.
 
-    ``mask (M, P)`` bool: true where an entry trains, 0 where it must never change (padding,
-    frozen entries); None when every entry that does not train is padding, whose weight,
-    gradient and state are all 0 and stay 0 under every rule (the fast path)."""
+    ``mask (M, n_params)`` bool: true where an entry trains, 0 where it must never change
+    (padding, frozen entries); None when every entry that does not train is padding, whose
+    weight, gradient and state are all 0 and stay 0 under every rule (the fast path).
+    ``lr``: each model's learning rate, in place of the config's (a learning-rate ladder
+    trained as one stack); AdamW's decoupled decay ``1 - lr·wd`` follows each model's own."""
 
-    def __init__(self, config: OptimizerConfig, params: torch.Tensor, mask: torch.Tensor | None = None):
+    def __init__(self, config: OptimizerConfig, params: torch.Tensor, mask: torch.Tensor | None = None,
+                 lr: Sequence[float] | None = None):
         self.config = config
+        M = params.shape[0]
+        if lr is not None:
+            lr = [float(x) for x in lr]
+            if len(lr) != M:
+                raise ConfigError(f"{len(lr)} learning rates for {M} models")
+            for x in lr:
+                _check_positive("lr", x, allow_zero=True)
+        # each model's hyper-parameters as the rule takes them, (M, 8) in float64
+        rows = [config._constants()] * M if lr is None else [replace(config, lr=x)._constants() for x in lr]
+        self._k64 = np.array(rows, dtype=np.float64).reshape(M, 8)
         self.rule = _updates.SGD if isinstance(config, SGD) else _updates.ADAM
         self.s1 = torch.zeros_like(params)
         self.s2 = torch.zeros_like(params) if self.rule == _updates.ADAM else params.new_zeros(params.shape[0], 0)
@@ -176,14 +189,16 @@ class StackedOptimizer:
         """The rule in torch, for every entry (the caller keeps the ones that step).
         Same formulas as :func:`factlab._updates.span`."""
         cfg = self.config
+        k = torch.from_numpy(self._constants(p.dtype)).to(p.device)        # (M, 8)
+        col = [k[:, i:i + 1] for i in range(8)]                           # each (M, 1)
         if self.rule == _updates.ADAM:
-            b1, nb1, b2, nb2, lr, eps, decay, l2 = self._constants_list()
-            if l2:
+            b1, nb1, b2, nb2, lr, eps, decay, l2 = col
+            if cfg.weight_decay and cfg.kind == "adam":
                 g = g + l2 * p
             m = self.s1 * b1 + g * nb1
             v = self.s2 * b2 + g * g * nb2
             c1, c2 = self._step_numbers_torch(p)
-            new = (p * decay if decay != 1.0 else p) - lr * (m / c1) / ((v / c2).sqrt() + eps)
+            new = (p * decay if cfg.weight_decay and cfg.kind == "adamw" else p) - lr * (m / c1) / ((v / c2).sqrt() + eps)
             return new, m, v
         if cfg.weight_decay:
             g = g + cfg.weight_decay * p
@@ -192,7 +207,7 @@ class StackedOptimizer:
             first = (self.steps == 1)[:, None]
             buf = torch.where(first, g, self.s1 * cfg.momentum + g * (1 - cfg.dampening))
             g = g + buf * cfg.momentum if cfg.nesterov else buf
-        return p - cfg.lr * g, buf, None
+        return p - col[0] * g, buf, None
 
     def can_compile(self, params: torch.Tensor, grad: torch.Tensor) -> bool:
         """Whether :meth:`step` can take the compiled path: numba importable, every tensor
@@ -204,13 +219,12 @@ class StackedOptimizer:
             t.dtype == params.dtype and t.dtype in (torch.float32, torch.float64) for t in tensors[:3])
 
     # ------------------------------------------------------------------ step-dependent numbers
-    def _constants_list(self) -> list[float]:
-        return self.config._constants()
-
     def _constants(self, dtype: torch.dtype) -> np.ndarray:
+        """``(M, 8)``: each model's hyper-parameters in ``dtype`` (cast as torch casts Python
+        floats), as the rules of :mod:`factlab._updates` take them."""
         k = self._k.get(dtype)
         if k is None:
-            k = self._k[dtype] = torch.tensor(self._constants_list(), dtype=dtype).numpy()
+            k = self._k[dtype] = np.ascontiguousarray(torch.from_numpy(self._k64).to(dtype).numpy())
         return k
 
     def _table(self, dtype: torch.dtype, t_max: int) -> np.ndarray:
@@ -265,5 +279,7 @@ class StackedOptimizer:
         out.s1, out.s2 = self.s1.index_select(0, index), self.s2.index_select(0, index)
         out.steps = self.steps.index_select(0, index)
         out.mask = self.mask.index_select(0, index) if self.mask is not None else None
-        out._tables, out._k = self._tables, self._k
+        rows = index.cpu().numpy()
+        out._k64 = self._k64[rows]
+        out._tables, out._k = self._tables, {dt: np.ascontiguousarray(k[rows]) for dt, k in self._k.items()}
         return out

@@ -87,17 +87,38 @@ def test_tradeoff_claims_hold_on_the_papers_boundary():
     edge = boundary(g)
     assert edge.index[0] == 32 and edge.iloc[0] == 32 * 8 * 20            # m = 1: H = 20 (4,570 >= 4,536)
     assert (np.diff(edge.values) <= 0).all()
+    # attention alone: H = 20 at m = 1 (5,120 + 32); together: H = 2 at m = 64 (512 + 2,048)
+    assert claims["fig4r_together_fewer"]["ours"] == {"fewest_total": 2560, "attention_alone_total": 5152}
 
 
 @pytest.mark.parametrize("stored, fails", [
     (lambda att, mlp: att >= 4000, {"fig4r_boundary_slopes_down", "fig4r_together_fewer"}),   # MLP useless
-    # an MLP is needed and more of it does not help: no attention-only cell, a flat boundary
-    (lambda att, mlp: mlp >= 2000 and att >= 1000, {"fig4r_attention_alone", "fig4r_boundary_slopes_down"}),
+    # an MLP is needed and more of it does not help: no attention-only cell (nothing to compare
+    # "together fewer" with), a flat boundary
+    (lambda att, mlp: mlp >= 2000 and att >= 1000,
+     {"fig4r_attention_alone", "fig4r_boundary_slopes_down", "fig4r_together_fewer"}),
     (lambda att, mlp: False, {"fig4r_attention_alone", "fig4r_boundary_slopes_down", "fig4r_together_fewer"}),
 ])
 def test_tradeoff_claims_fail_without_a_tradeoff(stored, fails):
     claims = by_id(tradeoff_claims(grid(stored)))
     assert {cid for cid, c in claims.items() if not c["holds"]} == fails
+
+
+def test_together_fewer_fails_with_nothing_to_compare():
+    # cheap stored cells everywhere but at the smallest MLP width: attention alone stores nothing
+    cheap = lambda att, mlp: mlp >= 256 and att >= 512
+    claims = by_id(tradeoff_claims(grid(cheap)))
+    fewer = claims["fig4r_together_fewer"]
+    assert not fewer["holds"]
+    assert fewer["ours"] == {"fewest_total": 768, "attention_alone_total": None,
+                             "why": "no attention-only cell (MLP params 32) reached accuracy 0.99"}
+    # the same world with attention alone storing the facts at H = 32 (8,192 + 32): now it holds
+    claims = by_id(tradeoff_claims(grid(lambda att, mlp: cheap(att, mlp) or (mlp == 32 and att >= 8192))))
+    assert claims["fig4r_together_fewer"]["holds"] and claims["fig4r_attention_alone"]["holds"]
+    assert claims["fig4r_together_fewer"]["ours"] == {"fewest_total": 768, "attention_alone_total": 8224}
+    # nothing stored at all
+    none = by_id(tradeoff_claims(grid(lambda att, mlp: False)))["fig4r_together_fewer"]
+    assert not none["holds"] and none["ours"]["why"] == "no cell reached accuracy 0.99"
 
 
 def curves(loss_at) -> pd.DataFrame:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -15,10 +16,20 @@ from factlab.databases.recall_task import RecallTaskConfig, RecallTasks, answer_
 from factlab.experiments.nichani2024.config import NichaniConfig
 from factlab.experiments.nichani2024.plan import Probe, key, model_seed
 from factlab.keyed_random import model_keys
-from factlab.models.memories import (LinearMemoryConfig, LinearMemoryStack, MLPMemoryConfig, MLPMemoryStack,
-                                     POSITIONS, memory_dataset)
-from factlab.models.recall_transformer import (LinearAttentionConfig, LinearAttentionStack, RecallTransformerConfig,
-                                               RecallTransformerStack)
+from factlab.models.memories import (
+    POSITIONS,
+    LinearMemoryConfig,
+    LinearMemoryStack,
+    MLPMemoryConfig,
+    MLPMemoryStack,
+    memory_dataset,
+)
+from factlab.models.recall_transformer import (
+    LinearAttentionConfig,
+    LinearAttentionStack,
+    RecallTransformerConfig,
+    RecallTransformerStack,
+)
 from factlab.training.data import FixedData, LastTokenSampler, StreamData
 from factlab.training.engine import RunConfig, TrainConfig, train
 from factlab.training.optim import SGD, AdamW
@@ -61,19 +72,24 @@ def train_memories(config: NichaniConfig, probes: list[Probe]) -> list[dict]:
     dtype = getattr(torch, config.dtype)
     stack = _init(stack_cls, configs, [model_seed(config, p.search.id, p.size) for p in probes], dtype)
     data = FixedData(*memory_dataset(stack), POSITIONS)
-    rows = []
-    # one learning rate per probe: train each distinct lr as its own stack
-    for lr in sorted({p.lr for p in probes}):
-        idx = [i for i, p in enumerate(probes) if p.lr == lr]
-        tc = TrainConfig(max_steps=spec.steps, optimizer=AdamW(lr=lr, weight_decay=0.0), stop_tau=None,
-                         stop_accuracy=config.training.target, eval_every=spec.eval_every, taus=(0.5,))
-        run = _run_config(config)
-        res = train(stack.select(idx), data.take(torch.tensor(idx)), tc, run)
-        prov = _provenance(tc, run, res.kernel)
-        for j, i in enumerate(idx):
-            rows.append(_probe_row(probes[i], configs[i], res.results[j], configs[i].non_embedding_params,
-                                   probes[i].size, prov, config.training.target))
-    return rows
+    lrs = [p.lr for p in probes]
+    tc = _train_config(spec.steps, lrs[0], config.training.target, spec.eval_every)
+    run = _run_config(config)
+    res = train(stack, data, tc, run, lr=lrs)            # every learning rate in the one stack
+    return [_probe_row(p, c, r, c.non_embedding_params, p.size, _provenance(_with_lr(tc, p.lr), run, res.kernel),
+                       config.training.target) for p, c, r in zip(probes, configs, res.results)]
+
+
+def _train_config(steps: int, lr: float, target: float, eval_every: int) -> TrainConfig:
+    """AdamW without weight decay, stopped once the accuracy reaches ``target``."""
+    return TrainConfig(max_steps=steps, optimizer=AdamW(lr=lr, weight_decay=0.0), stop_tau=None,
+                       stop_accuracy=target, eval_every=eval_every, taus=(0.5,))
+
+
+def _with_lr(tc: TrainConfig, lr: float) -> TrainConfig:
+    """The config a model of a learning-rate ladder was trained under: its own rate (the
+    engine steps it exactly as it would step it alone with this config)."""
+    return replace(tc, optimizer=replace(tc.optimizer, lr=lr))
 
 
 def _probe_row(probe: Probe, model_config, r, params: int, facts: int, prov: dict, target: float) -> dict:
@@ -100,29 +116,19 @@ def transformer_config(task: RecallTaskConfig, d: int, n_heads: int, d_head: int
 
 def train_transformers(config: NichaniConfig, tasks: list[RecallTaskConfig], models: list[RecallTransformerConfig],
                        lrs: list[float], seeds: list[int]):
-    """Train recall transformers on fresh batches of their tasks (one learning rate at a time,
-    each as one stack); ``seeds[i]`` keys model i's initialisation, answer table and data.
-    Returns (results, train config and run config and kernel per model)."""
+    """Train recall transformers on fresh batches of their tasks, every learning rate in one
+    stack; ``seeds[i]`` keys model i's initialisation, answer table and data. Returns
+    (results, provenance per model)."""
     tr = config.training
     dtype = getattr(torch, config.dtype)
-    results = [None] * len(models)
-    provs = [None] * len(models)
-    for lr in sorted(set(lrs)):
-        idx = [i for i, x in enumerate(lrs) if x == lr]
-        stack = _init(RecallTransformerStack, [models[i] for i in idx], [seeds[i] for i in idx], dtype)
-        sampler = LastTokenSampler(RecallTasks([tasks[i] for i in idx],
-                                               [answer_table(tasks[i], seed=seeds[i]) for i in idx],
-                                               threads=max(1, torch.get_num_threads())))
-        data = StreamData(sampler, batch_size=tr.batch_size, eval_size=tr.eval_size,
-                          keys=model_keys(config.seed, [seeds[i] for i in idx]))
-        tc = TrainConfig(max_steps=tr.steps, optimizer=AdamW(lr=lr, weight_decay=0.0), stop_tau=None,
-                         stop_accuracy=tr.target, eval_every=tr.eval_every, taus=(0.5,))
-        run = _run_config(config)
-        res = train(stack, data, tc, run)
-        prov = _provenance(tc, run, res.kernel)
-        for j, i in enumerate(idx):
-            results[i], provs[i] = res.results[j], prov
-    return results, provs
+    stack = _init(RecallTransformerStack, models, seeds, dtype)
+    sampler = LastTokenSampler(RecallTasks(tasks, [answer_table(t, seed=s) for t, s in zip(tasks, seeds)],
+                                           threads=max(1, torch.get_num_threads())))
+    data = StreamData(sampler, batch_size=tr.batch_size, eval_size=tr.eval_size, keys=model_keys(config.seed, seeds))
+    tc = _train_config(tr.steps, lrs[0], tr.target, tr.eval_every)
+    run = _run_config(config)
+    res = train(stack, data, tc, run, lr=lrs)
+    return res.results, [_provenance(_with_lr(tc, lr), run, res.kernel) for lr in lrs]
 
 
 def train_capacity_probes(config: NichaniConfig, probes: list[Probe]) -> list[dict]:
@@ -165,7 +171,7 @@ def train_sequential(config: NichaniConfig) -> list[dict]:
     sampler = LastTokenSampler(RecallTasks([task], [answer_table(task)]))
     data = StreamData(sampler, batch_size=q.batch_size, eval_size=q.eval_size, keys=model_keys(config.seed, [seed]))
     ev = data.eval_batch()
-    D, R = q.n_answers, q.n_relations
+    D = q.n_answers
     answers = torch.arange(task.n_outputs)
     block, part = answers // D, answers % D                                         # (A,)
     target = ev.targets[0, :, 0]                                                    # (B,)
