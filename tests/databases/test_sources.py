@@ -513,7 +513,7 @@ def test_options_reach_the_reader(tmp_path):
     path = write(tmp_path / "t.csv", "subject,predicate,object\na,p,x\na,p,y\n")
     db = read(path, conflicts="first", name="mine")
     assert db.name == "mine" and db.triples() == [("a", "p", "x")]
-    with pytest.raises(TypeError):
+    with pytest.raises(SourceError, match=r"t.csv as csv: no option table for this format; it takes conflicts, "):
         read(path, table="people")
 
 

@@ -22,6 +22,8 @@ Two forms of tabular data are read:
 
 from __future__ import annotations
 
+import inspect
+
 import csv
 import io
 import numbers
@@ -446,8 +448,10 @@ def read(path, *, format: str | None = None, **options) -> Database:
         raise SourceError(f"cannot read {p}: unknown {what}; known formats: {', '.join(FORMATS)}; extensions: {known}")
     if fmt == "tsv":
         options.setdefault("sep", "\t")
-    if fmt in ("csv", "tsv"):
-        return read_csv(p, **options)
-    if fmt == "sqlite":
-        return read_sqlite(p, **options)
-    return read_rdf(p, format=fmt, **options)
+    reader = read_csv if fmt in ("csv", "tsv") else read_sqlite if fmt == "sqlite" else read_rdf
+    accepted = set(inspect.signature(reader).parameters) - {"path", "format"}
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise SourceError(f"cannot read {p} as {fmt}: no option {', '.join(unknown)} for this format; "
+                          f"it takes {', '.join(sorted(accepted))}")
+    return reader(p, **options) if reader is not read_rdf else read_rdf(p, format=fmt, **options)

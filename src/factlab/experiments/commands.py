@@ -65,7 +65,10 @@ def cmd_capacity(args: argparse.Namespace) -> int:
     from factlab.experiments.mechanisms.config import capacity_config
 
     mechanisms = [m.strip() for m in args.mechanisms.split(",") if m.strip()]
-    config = capacity_config([args.path], mechanisms, name=f"capacity-{Path(args.path).stem}", steps=args.steps)
+    reader = {k: v for k, v in (("format", args.format), ("conflicts", args.conflicts), ("table", args.table),
+                                 ("query", args.query)) if v is not None}
+    config = capacity_config([args.path], mechanisms, name=f"capacity-{Path(args.path).stem}", steps=args.steps,
+                             reader=reader)
     out = Path(args.out or f"{Path(args.path).stem}-capacity")
     quiet = args.json or args.no_progress
     done = run(PAPER, config, out, backend=args.backend, address=args.address, progress=not quiet,
@@ -178,6 +181,11 @@ def add_subcommands(subparsers) -> None:
                    help="comma-separated, among attention, recall, geometric (default: all three)")
     p.add_argument("--out", default=None, help="output directory (default: NAME-capacity); the same --out resumes")
     p.add_argument("--steps", type=int, default=3000, help="training steps of each model (default 3000)")
+    p.add_argument("--format", default=None, help="override the reader: csv, tsv, sqlite, nt, turtle")
+    p.add_argument("--conflicts", choices=["error", "first", "drop"], default=None,
+                   help="what to do with a (subject, predicate) pair given two objects (default: error)")
+    p.add_argument("--table", default=None, help="SQLite: the table to read (a file of several tables needs it)")
+    p.add_argument("--query", default=None, help="SQLite: a query whose result is the facts")
     p.add_argument("--json", action="store_true", help="print one JSON object: triples, prop21, lower, upper, "
                    "mechanisms (mechanism, params, config, argmax_accuracy, memorized)")
     backend_options(p)

@@ -117,3 +117,24 @@ def test_bad_mechanisms_and_ladders_are_named():
         MechanismsConfig(ladder=(4, 2))
     with pytest.raises(ConfigError, match="no such file"):
         capacity_config(["no/such/facts.csv"])
+
+
+def test_capacity_reads_a_source_with_the_reader_options_it_is_given(tmp_path, capsys):
+    """--table, --query, --format and --conflicts reach the reader and the config (a store
+    made with other options is another config); a wrong option is named."""
+    from factlab.databases.sources import read
+
+    sqlite = str(Path(FIGURE1).with_suffix(".sqlite"))
+    people = capacity_config([sqlite], ["recall"], reader={"table": "people"})
+    [(name, _, db)] = plan.databases(people)
+    assert name == "figure1" and db.triples() == read(sqlite, table="people").triples()
+    assert people.hash != capacity_config([sqlite], ["recall"], reader={"table": "currency"}).hash
+    with pytest.raises(Exception, match="table"):                   # two tables: which one?
+        plan.databases(capacity_config([sqlite], ["recall"]))
+    clash = tmp_path / "clash.txt"
+    clash.write_text("subject,predicate,object\na,p,x\na,p,y\nb,p,x\n")
+    assert main(["capacity", str(clash), "--format", "csv", "--conflicts", "first", "--out", str(tmp_path / "c"),
+                 "--json", "--steps", "50", "--mechanisms", "recall"]) == 0
+    assert json.loads(capsys.readouterr().out)["triples"] == 2
+    assert main(["capacity", FIGURE1, "--table", "people", "--out", str(tmp_path / "d"), "--json"]) == 2
+    assert "no option table for this format" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from factlab.experiments import registry
 from factlab.experiments.core.config import config_hash
 from factlab.experiments.core.runner import reproduce
 from factlab.experiments.robustness import grids, read_results, robustness
-from factlab.experiments.robustness.table import best, by_axis, describe, holds_table
+from factlab.experiments.robustness.table import best, by_axis, describe, holds_table, short_value
 
 
 # ---------------------------------------------------------------------- the grids
@@ -69,6 +69,13 @@ def test_holds_table_and_fractions_by_axis():
     assert f["d"]["lr"]["0.03"] == 0.5
 
 
+def test_short_values_fit_a_cell():
+    assert short_value(0.123456) == "0.123" and short_value(548) == "548" and short_value(True) == "yes"
+    assert short_value({"median_factor": 2.5, "per_row": {"5": 1.0}, "pairs": 337}) == "median_factor 2.5, pairs 337"
+    assert short_value(None) == "" and short_value([1, 2, 3]) == "3 values"
+    assert short_value("x" * 100, limit=10) == "x" * 9 + "…"
+
+
 def test_describe_names_the_deciding_choices():
     words = describe(holds_table(planted()), ["lr", "decay"])
     assert words["b"] == "holds in all 6 settings" and words["c"] == "fails in all 6 settings"
@@ -120,8 +127,19 @@ def test_a_robustness_run_writes_the_table_and_resumes(toy_grid, tmp_path):
     assert res["best"] == 2
     csv = pd.read_csv(tmp_path / "robustness.csv")
     assert list(csv.columns[:2]) == ["hi", "seed"] and csv["search_4"].tolist() == [False, False, True, True]
+    values = pd.read_csv(tmp_path / "robustness-values.csv", dtype={"ours": str}, keep_default_na=False)
+    assert len(values) == 4 * 6 and list(values.columns) == ["hi", "seed", "claim", "holds", "ours"]
+    for r in results:
+        mine = values[(values["hi"] == r["setting"]["hi"]) & (values["seed"] == r["setting"]["seed"])]
+        assert {c: json.loads(v) for c, v in zip(mine["claim"], mine["ours"])} == r["ours"]
+        assert dict(zip(mine["claim"], mine["holds"])) == r["claims"]
     page = (tmp_path / "report.html").read_text()
     assert "search_2" in page and "in every setting with hi = 64" in page
+    assert "the 2 settings</summary><ul><li>hi 64, seed 0</li><li>hi 64, seed 1</li></ul>" in page
+    md = (tmp_path / "robustness.md").read_text().splitlines()
+    assert md[0] == "4 settings at the quick scale." and md[6].startswith("| search_2 | 2 / 4 | holds in 2 of 4 settings; in every setting with hi = 64")
+    assert md[-2:] == ["| 64 | 0 | 6 | yes | yes | yes | yes | yes | yes |",
+                       "| 64 | 1 | 6 | yes | yes | yes | yes | yes | yes |"]
     assert (tmp_path / "figures" / "robustness.png").exists()
     assert all("units run" in line for line in logs) and len(logs) == 4
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, RunnerSpec, config_hash
+from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, RunnerSpec, config_hash
 from factlab.experiments.mechanisms.ladders import LADDER, MECHANISMS, check_mechanisms
 
 SCALES = ("quick", "paper")
@@ -60,13 +60,15 @@ class TrainingSpec:
 
 @dataclass(frozen=True)
 class MechanismsConfig:
-    """Databases (files ``sources`` with their SHA-256, and a random ``population``), the
-    mechanisms compared, the ladder of widths d, the training."""
+    """Databases (files ``sources`` with their SHA-256 and the ``reader`` options they are read
+    with, e.g. ``(("format", "csv"), ("conflicts", "drop"), ("table", "facts"))``, and a
+    random ``population``), the mechanisms compared, the ladder of widths d, the training."""
 
     name: str = "mechanisms-paper"
     seed: int = 0
     sources: tuple[str, ...] = (COUNTRIES,)
     source_sha256: tuple[str, ...] = ()
+    reader: tuple[tuple[str, str], ...] = field(default=(), metadata=OMIT_AT_DEFAULT)
     population: PopulationSpec = PopulationSpec()
     mechanisms: tuple[str, ...] = MECHANISMS
     ladder: tuple[int, ...] = LADDER
@@ -120,8 +122,11 @@ def scale_config(scale: str) -> MechanismsConfig:
     raise ConfigError(f"unknown scale {scale!r}; use one of {list(SCALES)}")
 
 
-def capacity_config(paths, mechanisms=MECHANISMS, *, name: str = "capacity", steps: int = 3000) -> MechanismsConfig:
-    """The config of ``factlab capacity``: the user's files only, no random population."""
+def capacity_config(paths, mechanisms=MECHANISMS, *, name: str = "capacity", steps: int = 3000,
+                    reader: dict[str, str] | None = None) -> MechanismsConfig:
+    """The config of ``factlab capacity``: the user's files only (read with ``reader``'s
+    options: format, conflicts, table, query), no random population."""
     return with_hashes(MechanismsConfig(name=name, sources=tuple(str(resolve(str(p)).resolve()) for p in paths),
+                                        reader=tuple(sorted((reader or {}).items())),
                                         population=PopulationSpec(replicates=0),
                                         mechanisms=check_mechanisms(mechanisms), training=TrainingSpec(steps=steps)))

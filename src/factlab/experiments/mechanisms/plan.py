@@ -38,7 +38,7 @@ def databases(config: MechanismsConfig) -> list[tuple[str, str, Database]]:
     """``(name, source, database)`` of every database: the files, then the random population."""
     out = []
     for path in config.sources:
-        out.append((Path(path).stem, path, read(resolve(path))))
+        out.append((Path(path).stem, path, read(resolve(path), **dict(config.reader))))
     p = config.population
     for s in p.subjects:
         for v in p.values:

@@ -1,4 +1,5 @@
-"""The robustness outputs: robustness.json and .csv, the table as a figure, report.html."""
+"""The robustness outputs: robustness.json, robustness.csv (holds) and robustness-values.csv
+(the long form with our values), robustness.md, the table as a figure, report.html."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 from pathlib import Path
 
 from factlab.experiments.robustness.grids import Axis, value_text
-from factlab.experiments.robustness.table import best, claim_ids, describe, holds_table
+from factlab.experiments.robustness.table import (best, claim_ids, describe, holding_settings, holds_table,
+                                                   short_value, values_table)
 from factlab.report.figures import plt, save
 
 
@@ -30,20 +32,23 @@ def figure_table(table, axes: list[str]):
 
 def write_outputs(out: Path, paper, scale: str, axes: tuple[Axis, ...], results: list[dict], *, seconds: float,
                   provenance: dict, statements: dict[str, str] | None = None) -> int:
-    """Write DIR/robustness.json, robustness.csv, figures/robustness.* and report.html;
-    return the index of the setting under which the most claims hold."""
+    """Write DIR/robustness.json, robustness.csv, robustness-values.csv, robustness.md,
+    figures/robustness.* and report.html; return the index of the setting under which the
+    most claims hold."""
     out = Path(out)
     names = [a.name for a in axes]
     (out / "robustness.json").write_text(json.dumps(results, indent=1, default=str))
     table = holds_table(results)
     table.to_csv(out / "robustness.csv", index=False)
+    values_table(results).to_csv(out / "robustness-values.csv", index=False)
     png = save(figure_table(table, names), out / "figures", "robustness")[0]
     i, k = best(table, names)
     sentences = describe(table, names)
     statements = statements or {}
     claim_rows = "".join(
         f"<tr><td>{html.escape(c)}</td><td>{html.escape(statements.get(c, ''))}</td>"
-        f"<td>{int(table[c].astype(bool).sum())} / {len(table)}</td><td>{html.escape(sentences[c])}</td></tr>"
+        f"<td>{int(table[c].astype(bool).sum())} / {len(table)}</td><td>{html.escape(sentences[c])}"
+        + _settings_list(holding_settings(table, names, c)) + "</td></tr>"
         for c in claim_ids(table, names))
     axis_rows = "".join(f"<tr><td>{html.escape(a.name)}</td><td>{html.escape(', '.join(value_text(v) for v in a.values))}"
                         f"</td><td>{html.escape(a.why)}</td></tr>" for a in axes)
@@ -52,7 +57,7 @@ def write_outputs(out: Path, paper, scale: str, axes: tuple[Axis, ...], results:
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(value_text(r[a]))}</td>" for a in names)
         + f"<td>{int(sum(bool(r[c]) for c in ids))}</td>"
-        + "".join(f'<td class="{"ok" if r[c] else "no"}">{"yes" if r[c] else "no"}</td>' for c in ids)
+        + "".join(_cell(bool(r[c]), results[j].get("ours", {}).get(c)) for c in ids)
         + f'<td><a href="{html.escape(results[j]["store"])}/report.html">report</a></td></tr>'
         for j, (_, r) in enumerate(table.iterrows()))
     choice = ", ".join(f"{a} = {value_text(v)}" for a, v in results[i]["setting"].items())
@@ -83,7 +88,35 @@ store and report under <code>settings/</code>.</p>
 </body></html>
 """
     (out / "report.html").write_text(page)
+    (out / "robustness.md").write_text(markdown(table, names, results, sentences, scale))
     return i
+
+
+def _cell(holds: bool, value) -> str:
+    """A claim x setting cell: holds or not, and our value (in full on hover)."""
+    full = html.escape(json.dumps(value, default=str))
+    return (f'<td class="{"ok" if holds else "no"}" title="{full}">{"yes" if holds else "no"}'
+            f'<br><small>{html.escape(short_value(value))}</small></td>')
+
+
+def _settings_list(settings: list[str]) -> str:
+    if not settings:
+        return ""
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in settings)
+    return f"<details><summary>the {len(settings)} settings</summary><ul>{items}</ul></details>"
+
+
+def markdown(table, axes: list[str], results: list[dict], sentences: dict[str, str], scale: str) -> str:
+    """The robustness table in Markdown: each claim's summary, then claim x setting with the
+    number of claims each setting holds (for docs pages)."""
+    ids = claim_ids(table, axes)
+    lines = [f"{len(table)} settings at the {scale} scale.", "", "| claim | holds in | where |", "|---|---|---|"]
+    lines += [f"| {c} | {int(table[c].astype(bool).sum())} / {len(table)} | {sentences[c]} |" for c in ids]
+    lines += ["", "| " + " | ".join([*axes, "claims held", *ids]) + " |", "|" + "---|" * (len(axes) + 1 + len(ids))]
+    for _, r in table.iterrows():
+        marks = ["yes" if r[c] else "no" for c in ids]
+        lines.append("| " + " | ".join([*(value_text(r[a]) for a in axes), str(marks.count("yes")), *marks]) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _holds_cmap():

@@ -18,6 +18,37 @@ def holds_table(results: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*(results[0]["setting"] if results else {}), *ids])
 
 
+def values_table(results: list[dict]) -> pd.DataFrame:
+    """The long form, with the values: one row per (setting, claim), the choices as columns,
+    then ``claim``, ``holds`` and ``ours`` (our value, as JSON text)."""
+    import json
+
+    rows = [{**r["setting"], "claim": c, "holds": h, "ours": json.dumps(r.get("ours", {}).get(c), default=str)}
+            for r in results for c, h in r["claims"].items()]
+    return pd.DataFrame(rows, columns=[*(results[0]["setting"] if results else {}), "claim", "holds", "ours"])
+
+
+def short_value(value, limit: int = 48) -> str:
+    """A claim's value in a few characters for a table cell: a number to 3 significant
+    digits, an object's scalar entries as ``key value`` (nested ones left out)."""
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, (int, float)):
+        text = f"{value:.3g}"
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k} {short_value(v, limit)}" for k, v in value.items() if not isinstance(v, (dict, list)))
+    elif isinstance(value, list):
+        text = f"{len(value)} values"
+    else:
+        text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def holding_settings(table: pd.DataFrame, axes: list[str], claim: str) -> list[str]:
+    """The settings (as ``axis value, ...`` text) under which ``claim`` holds, in grid order."""
+    return [", ".join(f"{a} {value_text(r[a])}" for a in axes) for _, r in table.iterrows() if bool(r[claim])]
+
+
 def claim_ids(table: pd.DataFrame, axes: list[str]) -> list[str]:
     return [c for c in table.columns if c not in axes]
 
