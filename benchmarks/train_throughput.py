@@ -97,15 +97,15 @@ class OneLayer(torch.nn.Module):
 
     def forward(self, masks, token_mask, tokens, targets, weight):
         W = {name: getattr(self, name) * masks[name] for name in masks}
-        x = W["W_E"][tokens]                                                 # (N, 2, D)
+        x = W["W_E"][tokens]                                                 # (B, 2, D)
         q = torch.einsum("nd,hda->nha", x[:, 1], W["W_Q"])                   # position 1 queries
         k = torch.einsum("npd,had->npha", x, W["W_K"])
         v = torch.einsum("npd,hdb->nphb", x, W["W_V"])
-        pattern = torch.softmax((k * q[:, None]).sum(-1), dim=1)             # (N, 2, H)
+        pattern = torch.softmax((k * q[:, None]).sum(-1), dim=1)             # (B, 2, H)
         z1 = torch.einsum("nph,nphb->nhb", pattern, v)                      # position 1 reads 0 and 1
         z = torch.stack([v[:, 0], z1], dim=1)                               # position 0 reads itself
         resid = x + torch.einsum("nphb,hbd->npd", z, W["W_O"])
-        logits = (resid @ W["W_U"]).masked_fill(~token_mask, float("-inf"))  # (N, 2, T)
+        logits = (resid @ W["W_U"]).masked_fill(~token_mask, float("-inf"))  # (B, 2, V)
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                                reduction="none").view(targets.shape)
         return (ce * weight[:, None]).sum() / (2 * weight.sum())

@@ -37,7 +37,7 @@ SGD = 1
 class KernelUpdate(NamedTuple):
     """An optimizer's state as a compiled step takes it (numpy views, updated in place).
 
-    ``rule``: :data:`ADAM` or :data:`SGD`; ``s1``, ``s2`` ``(M, P)``: the rule's state;
+    ``rule``: :data:`ADAM` or :data:`SGD`; ``s1``, ``s2`` ``(M, n_params)``: the rule's state;
     ``steps (M,)`` int64: steps taken so far, to be incremented by the step;
     ``c (M, 2)``: each model's step-dependent numbers for its *next* step; ``k (M, 8)``: each
     model's hyper-parameters. A step of model m over ``[start, stop)`` of its row is

@@ -73,11 +73,11 @@ def test_artifacts_over_every_prefix_match_brute_force_and_contain_the_kq_block(
 
 def predicate_default_layer(db: Database, answers: dict[str, str], strength: float = 10.0):
     """A layer answering every prefix (k, q) with answers[q], through W_EU alone (W_QK = W_VO = 0)."""
-    T = db.n_tokens
-    W_EU = np.zeros((T, T))
+    V = db.n_tokens
+    W_EU = np.zeros((V, V))
     for q, v in answers.items():
         W_EU[db.token_id(q), db.token_id(v)] = strength
-    return from_circuits(W_EU, [np.zeros((T, T))], [np.zeros((T, T))])
+    return from_circuits(W_EU, [np.zeros((V, V))], [np.zeros((V, V))])
 
 
 def test_generalizations_and_hallucinations():

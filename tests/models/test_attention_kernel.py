@@ -68,15 +68,15 @@ def test_shuffled_minibatches_match_autograd():
 def test_longer_sequences_match_autograd():
     """The kernel is written for any sequence length: random sequences of 4 input tokens."""
     stack, _ = stack_and_data(torch.float64, seed=2)
-    M, S, n = stack.n_models, 9, 4
+    M, B, C = stack.n_models, 9, 4
     g = torch.Generator().manual_seed(0)
     vocab = torch.tensor([c.n_tokens for c in stack.configs])
-    tokens = (torch.rand(M, S, n + 1, generator=g) * vocab[:, None, None]).long()
+    tokens = (torch.rand(M, B, C + 1, generator=g) * vocab[:, None, None]).long()
     tokens[:, 1:3, :2] = tokens[:, :1, :2]              # shared prefixes, as facts of one subject have
-    evaluated = torch.rand(M, S, generator=g) < 0.8
-    weight = evaluated[..., None].double().expand(M, S, n) / (evaluated.sum(1) * n).clamp(min=1)[:, None, None]
+    evaluated = torch.rand(M, B, generator=g) < 0.8
+    weight = evaluated[..., None].double().expand(M, B, C) / (evaluated.sum(1) * C).clamp(min=1)[:, None, None]
     batch = Batch(tokens[..., :-1].contiguous(), tokens[..., 1:].contiguous(), weight.contiguous(), evaluated,
-                  tuple(range(n)))
+                  tuple(range(C)))
     flat = random_flat(stack, 4)
     assert_same(stack.compiled_step("cpu")(flat, batch), autograd_step(stack, flat, batch), batch, 1e-10)
 
@@ -108,8 +108,8 @@ def test_non_finite_weights_give_a_non_finite_loss_for_that_model_only():
     stack, data = stack_and_data(torch.float32)
     flat = random_flat(stack, 7)
     clean = [t.clone() for t in stack.compiled_step("cpu")(flat, data.full_batch())]
-    T, D = stack.params["W_E"].shape[1:]
-    flat[2, T * D] = float("nan")                       # model 2's W_U[0, 0] (W_U follows W_E in a row)
+    V, D = stack.params["W_E"].shape[1:]
+    flat[2, V * D] = float("nan")                       # model 2's W_U[0, 0] (W_U follows W_E in a row)
     loss, _, _, grad = stack.compiled_step("cpu")(flat, data.full_batch())
     assert not np.isfinite(float(loss[2]))
     others = torch.arange(len(SHAPES)) != 2

@@ -27,9 +27,9 @@ def some_sequences(n_tokens: int, n_long: int = 60, seed: int = 0) -> list[torch
 def eq2_reference(w: dict[str, torch.Tensor], tokens: np.ndarray) -> np.ndarray:
     """Z(x) = X W_EU + Σ_h Δ(X W_QK^h X^T) X W_VO^h from one-hot X, in float64 numpy (eq. 2, 3)."""
     W = {n: t.detach().double().numpy() for n, t in w.items()}
-    T = W["W_E"].shape[0]
+    V = W["W_E"].shape[0]
     W_EU = W["W_E"] @ W["W_U"]
-    X = np.eye(T)[tokens]  # (n, T)
+    X = np.eye(V)[tokens]  # (C, V)
     n = len(tokens)
     Z = X @ W_EU
     for h in range(W["W_Q"].shape[0]):
@@ -71,7 +71,7 @@ def test_logits_match_eq2_brute_force(stack):
 
 def test_logits_beyond_vocabulary_are_minus_inf(stack):
     tokens = torch.tensor([[0, 1, 2], [2, 1, 0]])
-    z = stack.logits(tokens)  # (M, N, n, T)
+    z = stack.logits(tokens)  # (M, B, C, V)
     for i, c in enumerate(CONFIGS):
         assert torch.isfinite(z[i, ..., : c.n_tokens]).all()
         assert (z[i, ..., c.n_tokens:] == float("-inf")).all()

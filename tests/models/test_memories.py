@@ -34,7 +34,7 @@ def with_random_bias(stack, seed=0):
 
 
 def brute_force_logits(family, w, config) -> np.ndarray:
-    """``(N, K)``: z[i, j] = u_j . memory(e_i), one input and one output at a time."""
+    """``(V, O)``: z[i, j] = u_j . memory(e_i), one input and one output at a time."""
     W = {n: t.double().numpy() for n, t in w.items()}
     z = np.zeros((config.n_inputs, config.n_outputs))
     for i in range(config.n_inputs):
@@ -51,9 +51,9 @@ def brute_force_logits(family, w, config) -> np.ndarray:
 
 def reference_logits(family, W, ids):
     """The logits in plain torch from one model's own weights (for the optimizer loop)."""
-    x = W["E"][ids]                                                          # (B, d)
+    x = W["E"][ids]                                                          # (B, D)
     y = x @ W["W"].T if family == "linear" else torch.relu(x @ W["W1"].T + W["b1"]) @ W["W2"].T
-    return y @ W["U"].T                                                      # (B, K)
+    return y @ W["U"].T                                                      # (B, O)
 
 
 def data_of(stack):
@@ -66,9 +66,9 @@ def test_logits_match_brute_force_and_are_minus_inf_beyond_the_outputs(family):
     stack, _ = make(family)
     if family == "mlp":
         stack = with_random_bias(stack)
-    N = max(c.n_inputs for c in stack.configs)
-    z = stack.logits(torch.arange(N))                                        # (M, N, K_max)
-    assert z.shape == (stack.n_models, N, max(c.n_outputs for c in stack.configs))
+    V = max(c.n_inputs for c in stack.configs)
+    z = stack.logits(torch.arange(V))                                        # (M, B = V, O)
+    assert z.shape == (stack.n_models, V, max(c.n_outputs for c in stack.configs))
     for m, c in enumerate(stack.configs):
         ref = brute_force_logits(family, stack.model_weights(m), c)
         np.testing.assert_allclose(z[m, :c.n_inputs, :c.n_outputs].numpy(), ref, rtol=0, atol=1e-12)
@@ -204,8 +204,8 @@ def test_the_same_seed_gives_the_same_stack_and_a_model_does_not_depend_on_its_n
 def test_parameter_counts():
     assert LinearMemoryConfig(10, 10, 7).non_embedding_params == 49
     assert MLPMemoryConfig(10, 10, 7, 12).non_embedding_params == 2 * 12 * 7   # b1 not counted
-    assert LinearMemoryConfig(10, 3, 7).axis_sizes() == {"N": 10, "K": 3, "D": 7}
-    assert MLPMemoryConfig(10, 3, 7, 12).axis_sizes() == {"N": 10, "K": 3, "D": 7, "H": 12}
+    assert LinearMemoryConfig(10, 3, 7).axis_sizes() == {"V": 10, "O": 3, "D": 7}
+    assert MLPMemoryConfig(10, 3, 7, 12).axis_sizes() == {"V": 10, "O": 3, "D": 7, "F": 12}
 
 
 @pytest.mark.parametrize("n, k", [(7, 7), (12, 4), (13, 4), (5, 1), (32, 5), (3, 8)])

@@ -32,7 +32,7 @@ def final_logits(stack, db, model):
     """Independent reference: the forward pass (eq. 2) on every prefix (k, q), object columns."""
     K, Q, V = db.subjects, db.predicates, db.objects
     prefixes = torch.tensor([[k, q] for k in K for q in Q])
-    z = stack.logits(prefixes)[model, :, -1]  # (K·Q, T)
+    z = stack.logits(prefixes)[model, :, -1]  # (|K|·|Q|, V)
     return z[:, torch.from_numpy(V.copy())].reshape(len(K), len(Q), len(V))
 
 
@@ -143,13 +143,13 @@ def test_vocabulary_too_small_is_refused():
 # ---------------------------------------------------------------------- Example 3.3
 def example_3_3_circuits(db, qk_value=1.0):
     """W_QK^1: ones on rows β, λ and columns a, b, c, β, λ; W_VO^1 with columns m, s as in the paper."""
-    T = db.n_tokens
+    V = db.n_tokens
     i = db.token_id
     a, b, c, beta, lam, m, s = (i(t) for t in ("Astrid", "Bernard", "Colin", "born_in", "lives_in",
                                                "Malaysia", "Singapore"))
-    W_QK = np.zeros((T, T))
+    W_QK = np.zeros((V, V))
     W_QK[np.ix_([beta, lam], [a, b, c, beta, lam])] = qk_value
-    W_VO = np.zeros((T, T))
+    W_VO = np.zeros((V, V))
     for t, (vm, vs) in {a: (0, 0), b: (0, 4), c: (4, 0), beta: (0, 2), lam: (2, 0)}.items():
         W_VO[t, m], W_VO[t, s] = vm, vs
     return W_QK, W_VO

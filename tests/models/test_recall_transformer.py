@@ -20,24 +20,24 @@ def stack(dtype=torch.float64, seed=0):
     return RecallTransformerStack.init(configs, seed=seed, dtype=dtype)
 
 
-def sequences(st, B=17, T=6, seed=1):
-    """Random sequences over each model's vocabulary, ending with its query token, (M, B, T)."""
+def sequences(st, B=17, C=6, seed=1):
+    """Random sequences over each model's vocabulary, ending with its query token, (M, B, C)."""
     g = torch.Generator().manual_seed(seed)
     vocab = torch.tensor([c.n_tokens for c in st.configs])
-    tokens = (torch.rand(st.n_models, B, T, generator=g) * vocab[:, None, None]).long()
+    tokens = (torch.rand(st.n_models, B, C, generator=g) * vocab[:, None, None]).long()
     tokens[:, :, -1] = torch.tensor([c.query for c in st.configs])[:, None]
     return tokens
 
 
 def direct(w, c, tokens):
     """One model, position by position as the authors compute it: project every position,
-    score it against the last position's query, softmax over positions. (B, A) logits."""
-    X = w["E"][tokens]                                                  # (B, T, d)
+    score it against the last position's query, softmax over positions. (B, O) logits."""
+    X = w["E"][tokens]                                                  # (B, C, D)
     heads = []
     for h in range(c.n_heads):
-        k, v = X @ w["W_K"][h], X @ w["W_V"][h]                          # (B, T, d_h)
-        q = X[:, -1] @ w["W_Q"][h]                                      # (B, d_h)
-        a = torch.softmax((k * q[:, None]).sum(-1) / c.d_head ** 0.5, dim=-1)   # (B, T)
+        k, v = X @ w["W_K"][h], X @ w["W_V"][h]                          # (B, C, K)
+        q = X[:, -1] @ w["W_Q"][h]                                      # (B, K)
+        a = torch.softmax((k * q[:, None]).sum(-1) / c.d_head ** 0.5, dim=-1)   # (B, C)
         heads.append((a[..., None] * v).sum(1))
     z = torch.cat(heads, -1) @ w["W_O"].reshape(c.n_heads * c.d_head, c.d)
     h = z + torch.relu(z @ w["W1"].T + w["b1"]) @ w["W2"].T
@@ -49,7 +49,7 @@ def test_counts_and_tables_equal_the_per_position_computation_values_and_gradien
     tokens = sequences(st)
     params = {n: p.clone().requires_grad_(True) for n, p in st.params.items() if n not in st.frozen}
     h, W_out = st.readout(params, tokens, (tokens.shape[-1] - 1,))
-    ours = torch.bmm(h[:, :, 0], W_out)                                # (M, B, A_max)
+    ours = torch.bmm(h[:, :, 0], W_out)                                # (M, B, O)
     for i, c in enumerate(st.configs):
         own = {n: w.clone().requires_grad_(n in params) for n, w in st.model_weights(i).items()}
         ref = direct(own, c, tokens[i])
@@ -147,8 +147,8 @@ def test_linear_attention_equals_its_per_position_definition_and_starts_at_1e_5(
     tokens[:, :, -1] = torch.tensor([c.query for c in configs])[:, None]
     logits = st.logits(tokens)
     for i, (c, w) in enumerate(zip(configs, (w0, w1))):
-        onehot = torch.eye(c.n_tokens, dtype=torch.float64)[tokens[i]]           # (B, T, V)
-        score = onehot @ w["A"] @ onehot[:, -1:].transpose(1, 2)                 # (B, T, 1): e_t^T A e_T
+        onehot = torch.eye(c.n_tokens, dtype=torch.float64)[tokens[i]]           # (B, C, V)
+        score = onehot @ w["A"] @ onehot[:, -1:].transpose(1, 2)                 # (B, C, 1): e_t^T A e_C
         z = (score * onehot).sum(1)
         torch.testing.assert_close(logits[i, :, :c.n_answers], z @ w["W_V"], rtol=1e-12, atol=1e-12)
 

@@ -17,7 +17,7 @@ from factlab.training.optim import AdamW
 # (n_tokens, seq_len, d, n_layers, n_heads, d_head, width): all different, so a swapped axis shows
 SIZES = [(11, 7, 6, 2, 3, 2, 5), (8, 9, 4, 3, 1, 5, 10), (13, 6, 5, 1, 2, 4, 3), (10, 8, 3, 2, 4, 1, 7)]
 NORMS = {"pre": ["pre"] * 4, "none": ["none"] * 4, "mixed": ["pre", "none", "none", "pre"]}
-N = 6                                         # input length: every model's seq_len allows it
+C = 6                                         # input length: every model's seq_len allows it
 
 
 def configs(norms="mixed"):
@@ -34,10 +34,10 @@ def randomized(cs, seed=0):
     return TransformerStack.from_weights(cs, per)
 
 
-def sequences(cs, B=5, n=N, seed=1):
-    """``(M, B, n)`` random tokens, each model's from its own vocabulary."""
+def sequences(cs, B=5, C=C, seed=1):
+    """``(M, B, C)`` random tokens, each model's from its own vocabulary."""
     g = torch.Generator().manual_seed(seed)
-    return torch.stack([torch.randint(0, c.n_tokens, (B, n), generator=g) for c in cs])
+    return torch.stack([torch.randint(0, c.n_tokens, (B, C), generator=g) for c in cs])
 
 
 class Reference(nn.Module):
@@ -80,7 +80,7 @@ class Reference(nn.Module):
                         "lnf_g": get(self.lnf.weight), "lnf_b": get(self.lnf.bias)})
         return out if grad else {n: t for n, t in out.items() if n not in ("W_E", "W_pos")}
 
-    def forward(self, tokens, seen=None):                                  # tokens (B, n) -> logits (B, n, V)
+    def forward(self, tokens, seen=None):                                  # tokens (B, C) -> logits (B, C, V)
         seen = {} if seen is None else seen
         c, n = self.c, tokens.shape[1]
         norm = (lambda ln, y: ln(y)) if c.norm == "pre" else (lambda ln, y: y)
@@ -91,7 +91,7 @@ class Reference(nn.Module):
             y = norm(self.ln1[l], x)
             attn, patterns = 0, []
             for h in range(c.n_heads):
-                q, k, v = y @ self.W_Q[l, h], y @ self.W_K[l, h], y @ self.W_V[l, h]        # (B, n, K)
+                q, k, v = y @ self.W_Q[l, h], y @ self.W_K[l, h], y @ self.W_V[l, h]        # (B, C, K)
                 scores = (q @ k.transpose(1, 2) / math.sqrt(c.d_head)).masked_fill(future, float("-inf"))
                 patterns.append(torch.softmax(scores, dim=-1))
                 attn = attn + patterns[-1] @ v @ self.W_O[l, h]
@@ -105,9 +105,9 @@ class Reference(nn.Module):
 
 
 def next_token_data(cs, B=12, seed=3):
-    """FixedData of random sequences of N + 1 tokens: every next token scored."""
-    seq = sequences(cs, B=B, n=N + 1, seed=seed)
-    return FixedData(seq[..., :-1], seq[..., 1:], torch.ones(len(cs), B, dtype=torch.bool), tuple(range(N)))
+    """FixedData of random sequences of C + 1 tokens: every next token scored."""
+    seq = sequences(cs, B=B, C=C + 1, seed=seed)
+    return FixedData(seq[..., :-1], seq[..., 1:], torch.ones(len(cs), B, dtype=torch.bool), tuple(range(C)))
 
 
 # ---------------------------------------------------------------------------------- forward
@@ -117,7 +117,7 @@ def test_logits_and_gradients_equal_a_plain_torch_module_per_model(norms):
     st = randomized(cs)
     tokens = sequences(cs)
     params = {n: p.clone().requires_grad_(True) for n, p in st.params.items()}
-    logits = st.logits(tokens, params)                                     # (M, B, n, V_max)
+    logits = st.logits(tokens, params)                                     # (M, B, C, V)
     for i, c in enumerate(cs):
         ref = Reference(c, st.model_weights(i))
         want = ref(tokens[i])
@@ -209,10 +209,89 @@ def test_replacing_the_embedding_acts_only_at_that_position_and_after():
         x[m, b, p, :cs[m].d] = row                  # another embedding at (model m, sequence b, position p)
         return x
     changed = st.logits(tokens, hooks={"embed": swap})
-    differs = (changed != logits).any(-1)          # (M, B, n)
+    differs = (changed != logits).any(-1)          # (M, B, C)
     expected = torch.zeros_like(differs)
     expected[m, b, p:] = True
     assert torch.equal(differs, expected)
+
+
+def test_replacing_the_residual_stream_with_another_inputs_gives_that_inputs_output():
+    """After a residual stage nothing reads the tokens again: a hook that writes there the
+    stream read from other sequences (garbage added in the padding, which the hook's mask must
+    remove) makes every model answer as the reference module does on those other sequences.
+    Replacing model m's stream alone moves model m alone."""
+    cs = configs("mixed")
+    st = randomized(cs, seed=14)
+    mine, other = sequences(cs, seed=15), sequences(cs, seed=16)
+    own_d = torch.stack([torch.arange(st.params["W_E"].shape[2]) < c.d for c in cs])       # (M, D)
+    want = [Reference(c, st.model_weights(i))(other[i]) for i, c in enumerate(cs)]
+    unpatched = st.logits(mine)
+    for i, c in enumerate(cs):
+        assert (unpatched[i, ..., :c.n_tokens] - want[i]).abs().max() > 1e-3      # the two inputs differ
+    L, m = max(c.n_layers for c in cs), 1
+    for stage in [f"{s}.{l}" for l in range(L) for s in ("resid_pre", "resid_mid", "resid_post")]:
+        read = st.stages(other, [stage])[stage]                                  # (M, B, C, D)
+        garbage = read + 9.0 * ~own_d[:, None, None, :]
+        got = st.logits(mine, hooks={stage: lambda x, garbage=garbage: garbage})
+        for i, c in enumerate(cs):
+            torch.testing.assert_close(got[i, ..., :c.n_tokens], want[i], rtol=1e-12, atol=1e-12,
+                                       msg=f"model {i}, {stage}")
+
+        def one_model(x, read=read):
+            x = x.clone()
+            x[m] = read[m]
+            return x
+        got = st.logits(mine, hooks={stage: one_model})
+        for i, c in enumerate(cs):
+            ref = want[i] if i == m else Reference(c, st.model_weights(i))(mine[i])
+            torch.testing.assert_close(got[i, ..., :c.n_tokens], ref, rtol=1e-12, atol=1e-12,
+                                       msg=f"model {i}, {stage}, only model {m} replaced")
+
+
+def test_zeroing_mlp_hidden_units_equals_a_reference_whose_w2_drops_them():
+    """Zeroing hidden units of layer 0's MLP through the hook equals the reference module with
+    those columns of W2 set to 0; zeroing every unit of each model's last layer equals a
+    reference whose last MLP writes its bias b2 alone. Garbage in the padded units (beyond a
+    model's own width) changes nothing."""
+    cs = configs("mixed")
+    st = randomized(cs, seed=17)
+    tokens = sequences(cs, seed=18)
+    widths = [c.width for c in cs]
+    units = [0, 2]                                                       # every model has >= 3 units
+    last = {f"mlp_hidden.{l}" for l in {c.n_layers - 1 for c in cs}}
+
+    def zero_some(x):
+        x = x.clone()
+        x[:, :, :, units] = 0
+        for i, w in enumerate(widths):
+            x[i, :, :, w:] = 7.0                                           # the padding: must stay inert
+        return x
+
+    def zero_last(l):
+        def hook(x):
+            x = x.clone()
+            for i, c in enumerate(cs):
+                if c.n_layers - 1 == l:
+                    x[i] = 0
+            return x
+        return hook
+
+    def drop_units(w, c):
+        w["W2"][0, :, units] = 0                                           # W2 (L, D, width): their columns
+
+    def drop_last(w, c):
+        w["W2"][c.n_layers - 1] = 0
+
+    for hooks, edit in (({"mlp_hidden.0": zero_some}, drop_units),
+                        ({n: zero_last(int(n.split(".")[1])) for n in last}, drop_last)):
+        got = st.logits(tokens, hooks=hooks)
+        for i, c in enumerate(cs):
+            w = {n: t.clone() for n, t in st.model_weights(i).items()}
+            before = Reference(c, w)(tokens[i])
+            edit(w, c)
+            want = Reference(c, w)(tokens[i])
+            assert (want - before).abs().max() > 1e-3, f"model {i}: the edit changes nothing"
+            torch.testing.assert_close(got[i, ..., :c.n_tokens], want, rtol=1e-12, atol=1e-12, msg=f"model {i}")
 
 
 def test_hooks_check_their_names_and_shapes():
@@ -328,7 +407,7 @@ def test_inputs_beyond_a_models_length_or_vocabulary_are_refused():
     cs = configs()
     st = randomized(cs)
     with pytest.raises(ConfigError, match="length 7 exceed seq_len 6"):
-        st.logits(sequences(cs, n=7))
+        st.logits(sequences(cs, C=7))
     tokens = sequences(cs)
     tokens[1, 0, 0] = 8                              # model 1 has 8 tokens
     with pytest.raises(ConfigError, match="model 1: token ids outside its vocabulary of 8"):

@@ -120,8 +120,8 @@ def test_a_train_mask_freezes_single_entries_weight_decay_included():
     entries follow a loop that zeroes the frozen entries' gradients (with Adam and no
     decay, a zero gradient leaves an entry where it is)."""
     dbs, stack = mixed_stack()
-    T, D = stack.params["W_E"].shape[1:]
-    rows = torch.zeros(stack.n_models, T, D, dtype=torch.bool)
+    V, D = stack.params["W_E"].shape[1:]
+    rows = torch.zeros(stack.n_models, V, D, dtype=torch.bool)
     rows[:, ::2] = True                                # every other token's embedding trains
     part = stack.freeze([], {"W_E": rows})
     assert part.partially_frozen

@@ -9,13 +9,13 @@ from factlab.training.loss import unembed_cross_entropy, vocab_bias
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_fused_loss_matches_cross_entropy_values_and_gradients(dtype):
     g = torch.Generator().manual_seed(0)
-    M, L, D, T = 3, 7, 5, 11
+    M, R, D, O = 3, 7, 5, 11   # R = B·P rows (scored positions), O outputs
     sizes = [11, 6, 9]  # vocabulary of each model
-    resid = torch.randn(M, L, D, generator=g, dtype=dtype).requires_grad_(True)
-    W_U = torch.randn(M, D, T, generator=g, dtype=dtype).requires_grad_(True)
-    mask = torch.arange(T)[None] < torch.tensor(sizes)[:, None]
-    target = torch.stack([torch.randint(0, s, (L,), generator=g) for s in sizes])
-    weight = torch.rand(M, L, generator=g, dtype=dtype)
+    resid = torch.randn(M, R, D, generator=g, dtype=dtype).requires_grad_(True)
+    W_U = torch.randn(M, D, O, generator=g, dtype=dtype).requires_grad_(True)
+    mask = torch.arange(O)[None] < torch.tensor(sizes)[:, None]
+    target = torch.stack([torch.randint(0, s, (R,), generator=g) for s in sizes])
+    weight = torch.rand(M, R, generator=g, dtype=dtype)
     weight[1, 3:] = 0  # padded positions
     loss, nll, argmax = unembed_cross_entropy(resid, W_U, vocab_bias(mask, dtype), target, weight)
     upstream = torch.tensor([0.5, 2.0, -1.0], dtype=dtype)

@@ -111,13 +111,13 @@ def _check_perms(task: BijectionTask, perms) -> np.ndarray:
 def compose(perms, chains, subjects=None, *, steps: bool = False) -> np.ndarray:
     """The answers of subjects along chains of relations, composing ``perms (R, N)`` hop by hop.
 
-    ``chains (C, k)`` relation indices, r_1 first. Without ``subjects``, every subject with
-    every chain: ``(N, C)``, entry [s, c] = ``pi_{r_k}(... pi_{r_1}(s))``; with ``subjects (C,)``,
-    subject c with chain c: ``(C,)``. ``steps=True`` adds a last axis of length k holding every
+    ``chains (n_chains, k)`` relation indices, r_1 first. Without ``subjects``, every subject
+    with every chain: ``(N, n_chains)``, entry [s, c] = ``pi_{r_k}(... pi_{r_1}(s))``; with
+    ``subjects (n_chains,)``, subject c with chain c: ``(n_chains,)``. ``steps=True`` adds a last axis of length k holding every
     intermediate answer a_1 .. a_k (a_k the final one)."""
     perms, chains = np.asarray(perms, dtype=np.int64), np.asarray(chains, dtype=np.int64)
     if perms.ndim != 2 or chains.ndim != 2:
-        raise ConfigError(f"perms must be (R, N) and chains (C, k), got shapes {perms.shape} and {chains.shape}")
+        raise ConfigError(f"perms must be (R, N) and chains (n_chains, k), got shapes {perms.shape} and {chains.shape}")
     if subjects is None:
         cur, rel = np.broadcast_to(np.arange(perms.shape[1])[:, None], (perms.shape[1], len(chains))), chains[None]
     else:
@@ -134,14 +134,15 @@ def compose(perms, chains, subjects=None, *, steps: bool = False) -> np.ndarray:
 
 
 class HopSequences(NamedTuple):
-    """``sequences (n, T)`` int64 and the positions that hold answers (the final one last)."""
+    """``sequences (n, C)`` int64 (C positions) and the positions that hold answers (the final
+    one last)."""
 
     sequences: np.ndarray
     answer_positions: tuple[int, ...]
 
     @property
     def final_position(self) -> int:
-        """Position of the final answer: T - 1."""
+        """Position of the final answer: C - 1."""
         return self.answer_positions[-1]
 
 
@@ -150,8 +151,9 @@ def hop_sequences(task: BijectionTask, perms, k: int = 1, *, cot: bool = False,
     """Every (subject, chain of ``k`` relations) as a token sequence, N·R^k of them, or a seeded
     subsample of ``max_sequences`` distinct ones (all if that is not fewer).
 
-    Without ``cot``: ``(s, r_1, ..., r_k, a_k)``, T = k + 2, answer positions ``(k+1,)``. With
-    ``cot``: ``(s, r_1, a_1, ..., r_k, a_k)``, T = 2k + 1, answer positions ``(2, 4, ..., 2k)``."""
+    Without ``cot``: ``(s, r_1, ..., r_k, a_k)``, C = k + 2 positions, answer positions
+    ``(k+1,)``. With ``cot``: ``(s, r_1, a_1, ..., r_k, a_k)``, C = 2k + 1, answer positions
+    ``(2, 4, ..., 2k)``."""
     perms = _check_perms(task, perms)
     _check_int("k", k, 1)
     k = int(k)
@@ -184,10 +186,10 @@ def one_hop_sequences(task: BijectionTask, perms) -> np.ndarray:
 
 
 def final_answer(sequences) -> tuple[np.ndarray, np.ndarray]:
-    """What to feed a trained model and what it must answer: ``(inputs (n, T-1), targets (n,))``,
+    """What to feed a trained model and what it must answer: ``(inputs (n, C-1), targets (n,))``,
     inputs = sequence[:-1] (with chain of thought, the intermediate answers included) and
     target = sequence[-1], the final answer."""
     sequences = np.asarray(sequences, dtype=np.int64)
     if sequences.ndim != 2 or sequences.shape[1] < 2:
-        raise ConfigError(f"sequences must be (n, T) with T >= 2, got shape {sequences.shape}")
+        raise ConfigError(f"sequences must be (n, C) with C >= 2 positions, got shape {sequences.shape}")
     return sequences[:, :-1], sequences[:, -1]

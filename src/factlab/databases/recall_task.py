@@ -15,6 +15,9 @@ turns its draws into the engine's batches. Sample j of a draw uses numbers
 ``j·(T+3) .. j·(T+3)+T+2`` of the model's stream: subject, relation, subject position,
 relation position, then one noise token per position 0..T-2 (the two overwritten ones are
 drawn and discarded, which keeps the layout fixed); a smaller draw is a prefix of a larger.
+This module keeps the paper's letters (S, R, D, T = ``seq_len``); as model dimensions
+(docs/engine.md, "Names of dimensions") a sequence has C = T positions, the model's input
+vocabulary V = S + R + n_noise + 1 and its output vocabulary O = R·D.
 """
 
 from __future__ import annotations
@@ -174,9 +177,9 @@ if njit is not None:
 
 
 class RecallTasks:
-    """Fresh recall sequences for M models, one task each: ``inputs (M, size, T)`` token ids
-    and the answer due at EOS, the last position. Models may differ in every size but
-    ``seq_len``. Model m's sequences are a pure function of ``(keys[m], counter, stream)``.
+    """Fresh recall sequences for M models, one task each: ``inputs (M, size, C)`` token ids
+    (C = ``seq_len``, the T of the module docstring) and the answer due at EOS, the last
+    position. Models may differ in every size but ``seq_len``. Model m's sequences are a pure function of ``(keys[m], counter, stream)``.
     ``threads`` share the models, one whole model per thread."""
 
     def __init__(self, configs: Sequence[RecallTaskConfig], tables: Sequence[np.ndarray], *, threads: int = 1):
@@ -213,7 +216,7 @@ class RecallTasks:
         return RecallTasks([self.configs[i] for i in index], [self.tables[i] for i in index], threads=self.threads)
 
     def draw(self, keys: np.ndarray, counter: int, size: int, stream: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """``(inputs (M, size, T), answers (M, size))`` int64: ``size`` sequences per model,
+        """``(inputs (M, size, C), answers (M, size))`` int64: ``size`` sequences per model,
         keyed by ``(keys[m], counter, stream)``."""
         keys = np.asarray(keys, dtype=np.uint64).reshape(-1)
         if len(keys) != self.n_models:

@@ -114,16 +114,16 @@ def artifacts(stack: AttentionStack, train: Database, *, model: int = 0, held_ou
     if train.n_tokens > n_vocab:
         raise ConfigError(f"training database has {train.n_tokens} tokens but model {model} has a "
                           f"vocabulary of only {n_vocab}")
-    P = next_token_probabilities(stack, train, model, prefixes=prefixes)  # (A, B, n_vocab)
+    P = next_token_probabilities(stack, train, model, prefixes=prefixes)  # (first, second prefix token, V)
     if prefixes == "kq":
         K, Q = train.subjects, train.predicates  # token ids of the prefixes' two axes
         idx = train.tensor_index()
     else:
         K = Q = np.arange(train.n_tokens)
         idx = train.facts[:, :2]
-    trained = np.zeros(P.shape, dtype=bool)  # (A, B, n_vocab): training facts
+    trained = np.zeros(P.shape, dtype=bool)  # (first, second, V): training facts
     trained[idx[:, 0], idx[:, 1], train.facts[:, 2]] = True
-    hit = (P.numpy() >= tau) & ~trained  # (A, B, n_vocab)
+    hit = (P.numpy() >= tau) & ~trained  # (first, second, V)
     ki, qi, vi = np.nonzero(hit)  # in prefix order
     names = _names(train, n_vocab)
     found = tuple((names[K[a]], names[Q[b]], names[c]) for a, b, c in zip(ki, qi, vi))
@@ -157,10 +157,10 @@ def next_token_probabilities(stack: AttentionStack, db: Database, model: int = 0
         K = Q = np.arange(db.n_tokens)
     else:
         K, Q = db.subjects, db.predicates
-    prefixes = torch.from_numpy(np.stack(np.meshgrid(K, Q, indexing="ij"), -1).reshape(-1, 2))  # (K·Q, 2)
+    prefixes = torch.from_numpy(np.stack(np.meshgrid(K, Q, indexing="ij"), -1).reshape(-1, 2))  # (|K|·|Q|, 2)
     with torch.no_grad():
-        z = one.logits(prefixes)[0, :, -1, : stack.configs[model].n_tokens]  # (K·Q, n_tokens)
-    return z.softmax(-1).reshape(len(K), len(Q), -1)  # (K, Q, n_tokens)
+        z = one.logits(prefixes)[0, :, -1, : stack.configs[model].n_tokens]  # (|K|·|Q|, V)
+    return z.softmax(-1).reshape(len(K), len(Q), -1)  # (|K|, |Q|, V)
 
 
 # ---------------------------------------------------------------------- internals

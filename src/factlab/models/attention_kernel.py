@@ -17,7 +17,7 @@ gradient with hand-written loops compiled by numba, one model per thread:
   position's logits, so its softmax is computed once per such run. This is exact, not an
   approximation: the logits at position i depend only on tokens 0..i. Runs are taken
   four at a time, so that each pass over W_U serves four softmax rows, and a row's
-  logits never leave a ``(4, T)`` scratch block;
+  logits never leave a ``(4, V)`` scratch block;
 - optionally, the optimizer's step is applied in the same pass, to the model's own
   weights only (:func:`loss_and_grad`'s ``step``, the element-wise rule of
   :mod:`factlab._updates`), so that no gradient is written out and the padding is never
@@ -27,7 +27,7 @@ Each model's work runs on one thread in a fixed order, so results do not depend 
 thread count or timing. The autograd path stays the reference: the test suite checks this
 kernel's loss, metrics and gradient against it on stacks of mixed sizes.
 
-Weights arrive as one row per model (``flat (M, P)``): ``W_E, W_U, W_Q, W_K, W_V, W_O``
+Weights arrive as one row per model (``flat (M, n_params)``): ``W_E, W_U, W_Q, W_K, W_V, W_O``
 at their padded shapes, flattened and concatenated in that order (the engine's layout).
 """
 
@@ -59,8 +59,8 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
     ``grad[m]``; or, if ``want_step``, apply the optimizer step to ``flat[m]`` instead of
     writing the gradient out (``step``: see :func:`_update_own`).
 
-    ``dims (M, 5)``: each model's own T, D, H, A, B; ``pad (5,)``: the padded ones;
-    ``offsets (6,)``: where each weight starts in a row of ``flat``; ``rows (M, S)``: the
+    ``dims (M, 5)``: each model's own V, D, H, K, Z; ``pad (5,)``: the padded ones;
+    ``offsets (6,)``: where each weight starts in a row of ``flat``; ``rows (M, B)``: the
     sequences to compute.
 
     Loops over tokens or sequences are innermost (so they are long and vectorise); the
@@ -277,7 +277,7 @@ def _one_model(m, flat, grad, dims, offsets, pad, inputs, targets, weight, rows,
 def _update_own(m, p, G, step, dims, pad, offsets):
     """One optimizer step of model ``m``'s own weights ``p`` (its row of ``flat``) with
     gradient ``G``; the padding, whose gradient is always 0, is left alone as the engine's
-    optimizer leaves it. ``step = (stepping (M,) bool, rule, s1 (M, P), s2 (M, P), steps
+    optimizer leaves it. ``step = (stepping (M,) bool, rule, s1 (M, n_params), s2 (M, n_params), steps
     (M,), c (M, 2), k (M, 8))``: a :class:`factlab._updates.KernelUpdate` behind the stepping
     flags (which are not read here)."""
     rule, am, av, steps, c, k = step[1], step[2], step[3], step[4], step[5], step[6][m]
@@ -600,7 +600,7 @@ class CompiledAttentionStep:
 
     It owns what it reuses from one call to the next: the gradient buffer, the models'
     own sizes, and the numpy form of the last batch (the engine passes the same full batch
-    every epoch). ``flat (M, P)`` holds each model's weights in one row: the padded shapes
+    every epoch). ``flat (M, n_params)`` holds each model's weights in one row: the padded shapes
     of ``W_E, W_U, W_Q, W_K, W_V, W_O`` flattened and concatenated in that order.
     """
 
@@ -608,10 +608,10 @@ class CompiledAttentionStep:
         p = stack.params
         self.n_models = stack.n_models
         self.dims = np.array([(c.n_tokens, c.d_model, c.n_heads, c.d_head_qk, c.d_head_vo) for c in stack.configs],
-                             dtype=np.int64)                                   # (M, 5): own T, D, H, A, B
+                             dtype=np.int64)                                   # (M, 5): own V, D, H, K, Z
         T, D = p["W_E"].shape[1:]
         H, _, A = p["W_Q"].shape[1:]
-        self.pad = np.array([T, D, H, A, p["W_V"].shape[-1]], dtype=np.int64)  # padded T, D, H, A, B
+        self.pad = np.array([T, D, H, A, p["W_V"].shape[-1]], dtype=np.int64)  # padded V, D, H, K, Z
         self._grad: np.ndarray | None = None
         self._batch: tuple | None = None
 
@@ -622,7 +622,7 @@ class CompiledAttentionStep:
 
     def __call__(self, flat: torch.Tensor, batch, *, grad: bool = True, metrics: bool = True,
                  models: torch.Tensor | None = None, threads: int | None = None, update: tuple | None = None):
-        """``(loss (M,) float64, nll (M, B, n), argmax (M, B, n) or None, grad (M, P) or
+        """``(loss (M,) float64, nll (M, B, C), argmax (M, B, C) or None, grad (M, n_params) or
         None)``; ``models`` (bool ``(M,)``) limits the work (the others get loss 0 and
         gradient 0). The gradient lives in a buffer that the next call overwrites. With
         ``update = (stepping (M,) bool tensor, KernelUpdate)`` the optimizer step is taken

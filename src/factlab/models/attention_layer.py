@@ -6,8 +6,9 @@ value-output head sizes. For a sequence with one-hot rows X its logits are (eq. 
     Z(x) = X W_EU + Σ_h Δ(X W_QK^h X^T) X W_VO^h,
 
 with Δ the causally masked row softmax (eq. 3), computed here from the weights:
-``W_E (|T|, d_model)``, ``W_U (d_model, |T|)`` and per head ``W_Q (d_model, d_head_qk)``,
-``W_K (d_head_qk, d_model)``, ``W_V (d_model, d_head_vo)``, ``W_O (d_head_vo, d_model)``.
+``W_E (V, D)``, ``W_U (D, V)`` and per head ``W_Q (D, K)``, ``W_K (K, D)``, ``W_V (D, Z)``,
+``W_O (Z, D)``, with V = |T| the vocabulary (d_vocab), D = d_model, K = d_head_qk and
+Z = d_head_vo (factlab's names of dimensions, docs/engine.md).
 Attention scores are *not* scaled by 1/sqrt(d_head): eq. (2) has no such factor.
 
 One implementation, batched: every weight carries a leading model axis M. The M layers
@@ -42,11 +43,11 @@ class AttentionLayerConfig:
     than the model has dimensions, and the paper pairs layers with databases at random).
     """
 
-    n_tokens: int  # |T|, the vocabulary size
-    d_model: int
-    n_heads: int = 1
-    d_head_qk: int = 1  # query-key head size
-    d_head_vo: int = 1  # value-output head size
+    n_tokens: int  # |T|, the vocabulary size: d_vocab, axis V
+    d_model: int   # axis D
+    n_heads: int = 1    # axis H
+    d_head_qk: int = 1  # query-key head size: d_head, axis K
+    d_head_vo: int = 1  # value-output head size: d_head_vo, axis Z
 
     def __post_init__(self):
         for field in ("n_tokens", "d_model", "n_heads", "d_head_qk", "d_head_vo"):
@@ -66,7 +67,7 @@ class AttentionLayerConfig:
 
     def axis_sizes(self) -> dict[str, int]:
         """The length of each named axis of the weights (:class:`AttentionStack` ``AXES``)."""
-        return {"T": self.n_tokens, "D": self.d_model, "H": self.n_heads, "A": self.d_head_qk, "B": self.d_head_vo}
+        return {"V": self.n_tokens, "D": self.d_model, "H": self.n_heads, "K": self.d_head_qk, "Z": self.d_head_vo}
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """The unpadded shape of each weight."""
@@ -96,15 +97,15 @@ class AttentionStack(Stack):
     (:class:`~factlab.models.stack.Stack`).
 
     ``params`` maps each name of :data:`WEIGHT_NAMES` to a tensor with a leading model
-    axis: ``W_E (M, T, D)``, ``W_U (M, D, T)``, ``W_Q (M, H, D, A)``, ``W_K (M, H, A, D)``,
-    ``W_V (M, H, D, B)``, ``W_O (M, H, B, D)`` where T, D, H, A, B are the largest
+    axis: ``W_E (M, V, D)``, ``W_U (M, D, V)``, ``W_Q (M, H, D, K)``, ``W_K (M, H, K, D)``,
+    ``W_V (M, H, D, Z)``, ``W_O (M, H, Z, D)`` where V, D, H, K, Z are the largest
     vocabulary, d_model, n_heads, d_head_qk and d_head_vo of the stack. ``masks`` has the
     same shapes with 1 where a model has the entry and 0 in its padding.
     """
 
-    AXES = {"W_E": "TD", "W_U": "DT", "W_Q": "HDA", "W_K": "HAD", "W_V": "HDB", "W_O": "HBD"}
-    OUTPUT_AXIS = "T"       # logits over the model's whole vocabulary
-    CHUNK_AXES = "T"        # the unembedding over the vocabulary is most of the work
+    AXES = {"W_E": "VD", "W_U": "DV", "W_Q": "HDK", "W_K": "HKD", "W_V": "HDZ", "W_O": "HZD"}
+    OUTPUT_AXIS = "V"       # logits over the model's whole vocabulary (O = V)
+    CHUNK_AXES = "V"        # the unembedding over the vocabulary is most of the work
 
     @classmethod
     def init_weights(cls, config: "AttentionLayerConfig", generator: torch.Generator,
@@ -113,14 +114,14 @@ class AttentionStack(Stack):
 
     @property
     def token_mask(self) -> torch.Tensor:
-        """``(M, T)`` bool: the tokens of each layer's vocabulary (its inputs and outputs)."""
+        """``(M, V)`` bool: the tokens of each layer's vocabulary (its inputs and outputs)."""
         return self.output_mask()
 
     # ------------------------------------------------------------------ forward
     def logits(self, tokens: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Z(x) of eq. (2) at every position: ``(M, N, n, T)`` for tokens ``(M, N, n)``.
+        """Z(x) of eq. (2) at every position: ``(M, B, C, V)`` for tokens ``(M, B, C)``.
 
-        ``tokens`` of shape ``(N, n)`` feeds the same sequences to every model. ``weights``
+        ``tokens`` of shape ``(B, C)`` feeds the same sequences to every model. ``weights``
         (any of :attr:`params`, same shapes) replace the stored ones, e.g. by tensors being
         trained; they are masked here, so padding stays inert under any update.
         """
@@ -131,14 +132,15 @@ class AttentionStack(Stack):
 
     def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
                 positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The residual stream at ``positions`` and ``W_U``: the logits of :meth:`logits` at
-        those positions are ``features @ W_U`` with tokens beyond each vocabulary
+        """``(features (M, B, P, D), W_U (M, D, V))``: the residual stream at the P scored
+        ``positions`` of ``inputs (M, B, C)`` and the unembedding. The logits of
+        :meth:`logits` at those positions are ``features @ W_U`` with tokens beyond each vocabulary
         (:attr:`token_mask`) set to -inf. ``params`` (any subset of the weights, e.g. tensors
         being trained) replace the stored ones; they are masked here, so padding stays inert."""
         w = self.masked(params)
         if inputs.dim() == 2:
             inputs = inputs.expand(self.n_models, *inputs.shape)
-        resid = attention_residual(w, inputs.to(self.device))                     # (M, N, n, D)
+        resid = attention_residual(w, inputs.to(self.device))                     # (M, B, C, D)
         if tuple(positions) != tuple(range(inputs.shape[-1])):
             resid = resid[:, :, list(positions)]
         return resid, w["W_U"]
@@ -154,55 +156,55 @@ class AttentionStack(Stack):
         return attention_kernel.CompiledAttentionStep(self)
 
     def circuits(self) -> dict[str, torch.Tensor]:
-        """The circuits of each layer (Wong 2025, sec. 3), padded to T:
+        """The circuits of each layer (Wong 2025, sec. 3), padded to the largest vocabulary V:
 
-        ``W_EU = W_E W_U`` ``(M, T, T)``; ``W_QK^h = W_E W_Q^h W_K^h W_E^T`` and
-        ``W_VO^h = W_E W_V^h W_O^h W_U``, each ``(M, H, T, T)`` (zero for padded heads).
+        ``W_EU = W_E W_U`` ``(M, V, V)``; ``W_QK^h = W_E W_Q^h W_K^h W_E^T`` and
+        ``W_VO^h = W_E W_V^h W_O^h W_U``, each ``(M, H, V, V)`` (zero for padded heads).
         """
         W = self.params
-        E = W["W_E"][:, None]  # (M, 1, T, D)
+        E = W["W_E"][:, None]  # (M, 1, V, D)
         return {
-            "W_EU": W["W_E"] @ W["W_U"],                                            # (M, T, T)
-            "W_QK": E @ W["W_Q"] @ W["W_K"] @ E.transpose(-1, -2),                   # (M, H, T, T)
-            "W_VO": E @ W["W_V"] @ W["W_O"] @ W["W_U"][:, None],                     # (M, H, T, T)
+            "W_EU": W["W_E"] @ W["W_U"],                                            # (M, V, V)
+            "W_QK": E @ W["W_Q"] @ W["W_K"] @ E.transpose(-1, -2),                   # (M, H, V, V)
+            "W_VO": E @ W["W_V"] @ W["W_O"] @ W["W_U"][:, None],                     # (M, H, V, V)
         }
 
 
 def attention_logits(W: dict[str, torch.Tensor], token_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """Eq. (2) from masked weights: logits ``(M, N, n, T)`` for tokens ``(M, N, n)``."""
-    M, N, n = tokens.shape
-    resid = attention_residual(W, tokens).reshape(M, N * n, -1)                 # (M, L, D)
-    logits = torch.bmm(resid, W["W_U"]).view(M, N, n, -1)                       # (M, N, n, T)
+    """Eq. (2) from masked weights: logits ``(M, B, C, V)`` for tokens ``(M, B, C)``."""
+    M, B, C = tokens.shape
+    resid = attention_residual(W, tokens).reshape(M, B * C, -1)                 # (M, B·C, D)
+    logits = torch.bmm(resid, W["W_U"]).view(M, B, C, -1)                       # (M, B, C, V)
     return logits.masked_fill(~token_mask[:, None, None, :], float("-inf"))
 
 
 def attention_residual(W: dict[str, torch.Tensor], tokens: torch.Tensor) -> torch.Tensor:
     """The residual stream before unembedding, ``X W_E + Σ_h Δ(·) X W_E W_V^h W_O^h``:
-    ``(M, N, n, D)`` for tokens ``(M, N, n)``; logits are this times ``W_U``.
+    ``(M, B, C, D)`` for tokens ``(M, B, C)``; logits are this times ``W_U``.
 
     Every product is a batched matmul over the model axis with the heads folded into the
     inner dimension, so no weight is ever broadcast (copied) along the sequence axis.
     """
-    M, N, n = tokens.shape
-    H, D, A = W["W_Q"].shape[1:]
-    B = W["W_V"].shape[-1]
-    x = W["W_E"][torch.arange(M, device=tokens.device)[:, None, None], tokens]  # (M, N, n, D)
-    xf = x.reshape(M, N * n, D)                                                 # (M, L, D)
-    q = torch.bmm(xf, W["W_Q"].permute(0, 2, 1, 3).reshape(M, D, H * A)).view(M, N, n, H, A)
-    k = torch.bmm(xf, W["W_K"].permute(0, 3, 1, 2).reshape(M, D, H * A)).view(M, N, n, H, A)
-    v = torch.bmm(xf, W["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * B)).view(M, N, n, H, B)
-    # Sequences are short (n <= 3 for facts): broadcast products beat millions of tiny
+    M, B, C = tokens.shape
+    H, D, K = W["W_Q"].shape[1:]
+    Z = W["W_V"].shape[-1]
+    x = W["W_E"][torch.arange(M, device=tokens.device)[:, None, None], tokens]  # (M, B, C, D)
+    xf = x.reshape(M, B * C, D)                                                 # (M, B·C, D)
+    q = torch.bmm(xf, W["W_Q"].permute(0, 2, 1, 3).reshape(M, D, H * K)).view(M, B, C, H, K)
+    k = torch.bmm(xf, W["W_K"].permute(0, 3, 1, 2).reshape(M, D, H * K)).view(M, B, C, H, K)
+    v = torch.bmm(xf, W["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * Z)).view(M, B, C, H, Z)
+    # Sequences are short (C <= 3 for facts): broadcast products beat millions of tiny
     # matmuls. Row 0 of the causal softmax Δ is always [1], so position 0 reads its own
-    # value and only positions 1..n-1 need scores.
-    z = v                                                                       # (M, N, n, H, B)
-    if n > 1:
-        scores = (q[:, :, 1:, None] * k[:, :, None]).sum(-1)                    # (M, N, n-1, n, H)
-        causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()[1:, :, None]
+    # value and only positions 1..C-1 need scores.
+    z = v                                                                       # (M, B, C, H, Z)
+    if C > 1:
+        scores = (q[:, :, 1:, None] * k[:, :, None]).sum(-1)                    # (M, B, C-1, C, H)
+        causal = torch.ones(C, C, dtype=torch.bool, device=tokens.device).tril()[1:, :, None]
         pattern = scores.masked_fill(~causal, float("-inf")).softmax(dim=3)     # Δ, eq. (3)
         z = torch.cat([v[:, :, :1], (pattern[..., None] * v[:, :, None]).sum(3)], dim=2)
-    z = z.reshape(M, N * n, H * B)                                              # (M, L, H·B)
-    heads = torch.bmm(z, W["W_O"].reshape(M, H * B, D))                         # (M, L, D)
-    return (xf + heads).view(M, N, n, D)
+    z = z.reshape(M, B * C, H * Z)                                              # (M, B·C, H·Z)
+    heads = torch.bmm(z, W["W_O"].reshape(M, H * Z, D))                         # (M, B·C, D)
+    return (xf + heads).view(M, B, C, D)
 
 
 def paper_layer_grid(max_d_model: int = 6, max_heads: int = 4) -> list[dict[str, int]]:

@@ -94,7 +94,7 @@ def model_rank_interval(stack: AttentionStack, db: Database, model: int = 0, *, 
     """
     from factlab.tensors.rank import rank_interval  # tensors.rank is optional at import time
 
-    L = model_tensor(stack, db, model, pairs=pairs)  # (K, Q, V)
+    L = model_tensor(stack, db, model, pairs=pairs)  # (|K|, |Q|, |V|)
     if config is None:
         return rank_interval(L, seed=seed)
     return rank_interval(L, config=config, seed=seed)

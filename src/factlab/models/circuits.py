@@ -44,22 +44,23 @@ def from_circuits(
 ) -> AttentionStack:
     """A stack of one float64 layer with ``d_model = |T|``, ``W_E = I`` and the given circuits.
 
-    ``W_EU`` is ``(T, T)``; ``W_QK`` and ``W_VO`` are ``(n_heads, T, T)`` arrays or lists
-    of ``(T, T)`` matrices, one per head. ``rtol`` is the relative singular-value cut-off
-    of the numerical ranks (default ``T · eps(float64)``, as ``numpy.linalg.matrix_rank``).
+    ``W_EU`` is ``(V, V)`` (V = |T|, the vocabulary); ``W_QK`` and ``W_VO`` are ``(H, V, V)``
+    arrays or lists of ``(V, V)`` matrices, one per head. ``rtol`` is the relative
+    singular-value cut-off of the numerical ranks (default ``V · eps(float64)``, as
+    ``numpy.linalg.matrix_rank``).
 
     Raises :class:`ConfigError` when shapes disagree or when a row of some W_VO^h is
     outside the row space of W_EU (see the module docstring).
     """
     eu = _matrix(W_EU, "W_EU")
-    T = eu.shape[0]
-    if eu.shape != (T, T):
+    V = eu.shape[0]
+    if eu.shape != (V, V):
         raise ConfigError(f"W_EU must be square (|T| x |T|), got shape {eu.shape}")
-    qk = _heads(W_QK, "W_QK", T)  # (H, T, T)
-    vo = _heads(W_VO, "W_VO", T)  # (H, T, T)
+    qk = _heads(W_QK, "W_QK", V)  # (H, V, V)
+    vo = _heads(W_VO, "W_VO", V)  # (H, V, V)
     if len(qk) != len(vo):
         raise ConfigError(f"W_QK has {len(qk)} heads but W_VO has {len(vo)}")
-    rtol = T * np.finfo(np.float64).eps if rtol is None else float(rtol)
+    rtol = V * np.finfo(np.float64).eps if rtol is None else float(rtol)
     n_heads = len(qk)
 
     # W_Q^h W_K^h = W_QK^h (W_E = I): W_Q = U sqrt(S), W_K = sqrt(S) V^T
@@ -67,33 +68,33 @@ def from_circuits(
     d_head_qk = max(1, max(a.shape[1] for a, _ in qk_factors))
 
     # W_V^h W_O^h = X^h with X^h W_EU = W_VO^h: solvable iff rows of W_VO^h lie in rowspace(W_EU)
-    eu_rank, eu_rowspace = _row_space(eu, rtol)  # (r, T), orthonormal rows
-    eu_pinv = np.linalg.pinv(eu, rcond=rtol)     # (T, T)
+    eu_rank, eu_rowspace = _row_space(eu, rtol)  # (r, V), orthonormal rows
+    eu_pinv = np.linalg.pinv(eu, rcond=rtol)     # (V, V)
     vo_factors = []
     for h in range(n_heads):
-        outside = vo[h] - (vo[h] @ eu_rowspace.T) @ eu_rowspace  # (T, T), component off the row space
-        off = np.abs(outside).max(axis=1)                          # (T,)
+        outside = vo[h] - (vo[h] @ eu_rowspace.T) @ eu_rowspace  # (V, V), component off the row space
+        off = np.abs(outside).max(axis=1)                          # (V,)
         bad = np.flatnonzero(off > _atol(rtol, vo[h]))
         if bad.size:
             raise ConfigError(
                 f"W_VO^{h + 1} cannot be written as W_V W_O W_U with W_U = W_EU (W_E = I): rows "
                 f"{bad.tolist()} of W_VO^{h + 1} are not in the row space of W_EU (rank {eu_rank} "
-                f"of {T}; largest off-space component {off.max():.3g}); give W_EU full rank, "
+                f"of {V}; largest off-space component {off.max():.3g}); give W_EU full rank, "
                 f"e.g. W_EU = eps·I with eps small"
             )
-        X = vo[h] @ eu_pinv  # (T, T), X W_EU = W_VO^h
+        X = vo[h] @ eu_pinv  # (V, V), X W_EU = W_VO^h
         vo_factors.append(_rank_factorisation(X, rtol))
     d_head_vo = max(1, max(a.shape[1] for a, _ in vo_factors))
 
-    config = AttentionLayerConfig(n_tokens=T, d_model=T, n_heads=n_heads, d_head_qk=d_head_qk,
+    config = AttentionLayerConfig(n_tokens=V, d_model=V, n_heads=n_heads, d_head_qk=d_head_qk,
                                   d_head_vo=d_head_vo)
     weights = {
-        "W_E": torch.eye(T, dtype=torch.float64),
+        "W_E": torch.eye(V, dtype=torch.float64),
         "W_U": torch.from_numpy(eu.copy()),
-        "W_Q": _stack_padded([a for a, _ in qk_factors], (T, d_head_qk)),       # (H, T, A)
-        "W_K": _stack_padded([b for _, b in qk_factors], (d_head_qk, T)),       # (H, A, T)
-        "W_V": _stack_padded([a for a, _ in vo_factors], (T, d_head_vo)),       # (H, T, B)
-        "W_O": _stack_padded([b for _, b in vo_factors], (d_head_vo, T)),       # (H, B, T)
+        "W_Q": _stack_padded([a for a, _ in qk_factors], (V, d_head_qk)),       # (H, D, K), D = V
+        "W_K": _stack_padded([b for _, b in qk_factors], (d_head_qk, V)),       # (H, K, D)
+        "W_V": _stack_padded([a for a, _ in vo_factors], (V, d_head_vo)),       # (H, D, Z)
+        "W_O": _stack_padded([b for _, b in vo_factors], (d_head_vo, V)),       # (H, Z, D)
     }
     stack = AttentionStack.from_weights([config], [weights])
     _check_exact(stack, eu, qk, vo)
@@ -118,11 +119,11 @@ def circuit_ranks(stack: AttentionStack, model: int = 0, *, rtol: float | None =
     ``rank(W_QK^h) <= d_head_qk``, ``rank(W_VO^h) <= d_head_vo`` (sec. 3).
     """
     c = stack.configs[model]
-    T, H = c.n_tokens, c.n_heads
+    V, H = c.n_tokens, c.n_heads
     circ = stack.to(dtype=torch.float64).circuits()
-    eu = circ["W_EU"][model, :T, :T].numpy()
-    qk = circ["W_QK"][model, :H, :T, :T].numpy()
-    vo = circ["W_VO"][model, :H, :T, :T].numpy()
+    eu = circ["W_EU"][model, :V, :V].numpy()
+    qk = circ["W_QK"][model, :H, :V, :V].numpy()
+    vo = circ["W_VO"][model, :H, :V, :V].numpy()
     return {"W_EU": _rank(eu, rtol), "W_QK": [_rank(m, rtol) for m in qk],
             "W_VO": [_rank(m, rtol) for m in vo]}
 
@@ -138,7 +139,7 @@ def _matrix(x: ArrayLike, name: str) -> np.ndarray:
     return a
 
 
-def _heads(x: ArrayLike, name: str, T: int) -> np.ndarray:
+def _heads(x: ArrayLike, name: str, V: int) -> np.ndarray:
     if isinstance(x, (list, tuple)):
         mats = [_matrix(m, f"{name}[{h}]") for h, m in enumerate(x)]
         if not mats:
@@ -151,8 +152,8 @@ def _heads(x: ArrayLike, name: str, T: int) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
         if a.ndim == 2:
             a = a[None]
-    if a.ndim != 3 or a.shape[1:] != (T, T):
-        raise ConfigError(f"{name} must be (n_heads, {T}, {T}) to match W_EU, got shape {a.shape}")
+    if a.ndim != 3 or a.shape[1:] != (V, V):
+        raise ConfigError(f"{name} must be (n_heads, {V}, {V}) to match W_EU, got shape {a.shape}")
     if not np.isfinite(a).all():
         raise ConfigError(f"{name} has non-finite entries")
     return a

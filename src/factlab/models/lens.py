@@ -81,19 +81,19 @@ def _tl_weights(stack: AttentionStack, model: int, d_head: int, scale: float,
     """Our weights in the bridge's state-dict layout (``nn.Linear`` weights are ``out x in``)."""
     c = stack.configs[model]
     w = {n: t.detach().to(torch.float64) for n, t in stack.model_weights(model).items()}
-    H, D, A, B = c.n_heads, c.d_model, c.d_head_qk, c.d_head_vo
+    H, D, K, Z = c.n_heads, c.d_model, c.d_head_qk, c.d_head_vo
     W_Q = torch.zeros(H, D, d_head, dtype=torch.float64)  # (H, D, d_head), zero-padded
     W_K = torch.zeros(H, D, d_head, dtype=torch.float64)  # TL's W_K = ours transposed
     W_V = torch.zeros(H, D, d_head, dtype=torch.float64)
     W_O = torch.zeros(H, d_head, D, dtype=torch.float64)
-    W_Q[:, :, :A] = w["W_Q"] * scale                      # compensates scores / s
-    W_K[:, :, :A] = w["W_K"].transpose(1, 2)
-    W_V[:, :, :B] = w["W_V"]
-    W_O[:, :B, :] = w["W_O"]
+    W_Q[:, :, :K] = w["W_Q"] * scale                      # compensates scores / s
+    W_K[:, :, :K] = w["W_K"].transpose(1, 2)
+    W_V[:, :, :Z] = w["W_V"]
+    W_O[:, :Z, :] = w["W_O"]
     # q = x @ q.weight.T with q.weight (H·d_head, D): head h owns rows h·d_head:(h+1)·d_head
     out = {
-        "embed.weight": w["W_E"],                                        # (T, D)
-        "unembed.weight": w["W_U"].T,                                    # (T, D)
+        "embed.weight": w["W_E"],                                        # (V, D)
+        "unembed.weight": w["W_U"].T,                                    # (V, D)
         "blocks.0.attn.q.weight": W_Q.permute(0, 2, 1).reshape(H * d_head, D),
         "blocks.0.attn.k.weight": W_K.permute(0, 2, 1).reshape(H * d_head, D),
         "blocks.0.attn.v.weight": W_V.permute(0, 2, 1).reshape(H * d_head, D),

@@ -10,7 +10,9 @@ the memory between them trains, with the cross-entropy of the logits
 
 over the K outputs. Figure 1 stores f(i) = i (K = N); Figure 6 maps N inputs onto K fixed
 classes, f(i) = floor(i K / N) (:func:`memory_targets`). Their capacities scale with the
-parameter counts d^2 and 2 m d (Theorems 1-2).
+parameter counts d^2 and 2 m d (Theorems 1-2). The paper's N, K, d and m are the axes V
+(the input vocabulary), O (the output vocabulary), D and F of factlab's names of dimensions
+(docs/engine.md): ``E (V, D)``, ``U (O, D)``.
 
 Both families are :class:`~factlab.models.stack.Stack` s: every weight carries a leading
 model axis, padded to the stack's largest sizes and multiplied by its own-entry mask in the
@@ -50,9 +52,9 @@ def _check_positive(owner: object, fields: Sequence[str]) -> None:
 class LinearMemoryConfig:
     """A linear associative memory: N inputs, K outputs, dimension d (one trained d x d W)."""
 
-    n_inputs: int   # N
-    n_outputs: int  # K
-    d: int
+    n_inputs: int   # N: d_vocab, axis V
+    n_outputs: int  # K: d_vocab_out, axis O
+    d: int          # d_model, axis D
 
     def __post_init__(self):
         _check_positive(self, ("n_inputs", "n_outputs", "d"))
@@ -64,17 +66,17 @@ class LinearMemoryConfig:
 
     def axis_sizes(self) -> dict[str, int]:
         """The length of each named axis (:class:`LinearMemoryStack` ``AXES``)."""
-        return {"N": self.n_inputs, "K": self.n_outputs, "D": self.d}
+        return {"V": self.n_inputs, "O": self.n_outputs, "D": self.d}
 
 
 @dataclass(frozen=True)
 class MLPMemoryConfig:
     """An MLP associative memory x -> W2 relu(W1 x + b1) of hidden width m."""
 
-    n_inputs: int   # N
-    n_outputs: int  # K
-    d: int
-    width: int      # m
+    n_inputs: int   # N: d_vocab, axis V
+    n_outputs: int  # K: d_vocab_out, axis O
+    d: int          # d_model, axis D
+    width: int      # m: d_mlp, axis F
 
     def __post_init__(self):
         _check_positive(self, ("n_inputs", "n_outputs", "d", "width"))
@@ -87,7 +89,7 @@ class MLPMemoryConfig:
 
     def axis_sizes(self) -> dict[str, int]:
         """The length of each named axis (:class:`MLPMemoryStack` ``AXES``)."""
-        return {"N": self.n_inputs, "K": self.n_outputs, "D": self.d, "H": self.width}
+        return {"V": self.n_inputs, "O": self.n_outputs, "D": self.d, "F": self.width}
 
 
 def unit_rows(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
@@ -97,10 +99,10 @@ def unit_rows(n: int, d: int, generator: torch.Generator) -> torch.Tensor:
 
 
 class MemoryStack(Stack):
-    """What both memories share: frozen unit embeddings E ``(M, N, D)`` and U ``(M, K, D)``,
-    the readout, logits over each model's own K outputs. Subclasses add :meth:`memory`."""
+    """What both memories share: frozen unit embeddings E ``(M, V, D)`` and U ``(M, O, D)``,
+    the readout, logits over each model's own outputs. Subclasses add :meth:`memory`."""
 
-    OUTPUT_AXIS = "K"
+    OUTPUT_AXIS = "O"
     DEFAULT_FROZEN = ("E", "U")
 
     @classmethod
@@ -118,13 +120,13 @@ class MemoryStack(Stack):
         raise NotImplementedError
 
     def memory(self, w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """The memory's output ``(M, L, D)`` for embedded inputs ``x (M, L, D)`` (masked weights)."""
+        """The memory's output ``(M, B·P, D)`` for embedded inputs ``x (M, B·P, D)`` (masked weights)."""
         raise NotImplementedError
 
     def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
                 positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(features (M, B, P, D), U^T (M, D, K))``: the memory's output for the inputs
-        ``inputs[:, :, positions]`` (input ids; ``(B, n)`` feeds every model the same), so
+        """``(features (M, B, P, D), U^T (M, D, O))``: the memory's output for the inputs
+        ``inputs[:, :, positions]`` (input ids ``(M, B, C)``; ``(B, C)`` feeds every model the same), so
         that ``features @ U^T`` are the logits ``u_j . memory(e_i)``. ``params`` (any subset
         of the weights, e.g. tensors being trained) replace the stored ones; they are masked
         here, so padding stays inert."""
@@ -136,30 +138,30 @@ class MemoryStack(Stack):
         _, B, P = ids.shape
         x = w["E"][torch.arange(M, device=self.device)[:, None, None], ids]       # (M, B, P, D)
         features = self.memory(w, x.reshape(M, B * P, -1)).view(M, B, P, -1)     # (M, B, P, D)
-        return features, w["U"].transpose(1, 2)                                  # (M, D, K)
+        return features, w["U"].transpose(1, 2)                                  # (M, D, O)
 
     def logits(self, inputs: torch.Tensor, weights: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """``(M, B, K)``: the logits of input ids ``inputs (M, B)`` (``(B,)``: the same ids for
-        every model), -inf beyond each model's own K outputs. ``weights`` as in :meth:`readout`."""
+        """``(M, B, O)``: the logits of input ids ``inputs (M, B)`` (``(B,)``: the same ids for
+        every model), -inf beyond each model's own outputs. ``weights`` as in :meth:`readout`."""
         if inputs.dim() == 1:
             inputs = inputs.expand(self.n_models, *inputs.shape)
         features, W_out = self.readout(weights, inputs[..., None], POSITIONS)
-        z = torch.bmm(features[:, :, 0], W_out)                                  # (M, B, K)
+        z = torch.bmm(features[:, :, 0], W_out)                                  # (M, B, O)
         return z.masked_fill(~self.output_mask()[:, None, :], float("-inf"))
 
 
 class LinearMemoryStack(MemoryStack):
     """M linear associative memories ``z_j(i) = u_j^T W e_i`` (Nichani et al. 2024, Figure 1,
-    left): ``E (M, N, D)``, ``U (M, K, D)`` frozen, ``W (M, D, D)`` trained (both of its
+    left): ``E (M, V, D)``, ``U (M, O, D)`` frozen, ``W (M, D, D)`` trained (both of its
     axes pad to the largest d)."""
 
-    AXES = {"E": "ND", "U": "KD", "W": "DD"}
-    CHUNK_AXES = "KD"
+    AXES = {"E": "VD", "U": "OD", "W": "DD"}
+    CHUNK_AXES = "OD"
 
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """Seconds per input at padded sizes ``(K, D)``: ``D·D`` multiply-adds for W e_i,
-        ``D·K`` for the logits, three times for the backward pass, at about 10^10 a second."""
+        """Seconds per input at padded sizes ``(O, D)``: ``D·D`` multiply-adds for W e_i,
+        ``D·O`` for the logits, three times for the backward pass, at about 10^10 a second."""
         return 3e-10 * sizes[:, 1] * (sizes[:, 1] + sizes[:, 0])
 
     @classmethod
@@ -169,23 +171,23 @@ class LinearMemoryStack(MemoryStack):
         return {"W": torch.randn((d, d), generator=generator, dtype=torch.float64) / d ** 0.5}
 
     def memory(self, w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``W e_i`` for each row e_i of ``x (M, L, D)``: ``x @ W^T``."""
-        return torch.bmm(x, w["W"].transpose(1, 2))                              # (M, L, D)
+        """``W e_i`` for each row e_i of ``x (M, B·P, D)``: ``x @ W^T``."""
+        return torch.bmm(x, w["W"].transpose(1, 2))                              # (M, B·P, D)
 
 
 class MLPMemoryStack(MemoryStack):
     """M MLP associative memories ``z_j(i) = u_j^T W2 relu(W1 e_i + b1)`` (Nichani et al.
-    2024, Figure 1, right, and Figure 6): ``E (M, N, D)``, ``U (M, K, D)`` frozen,
-    ``W1 (M, H, D)``, ``b1 (M, H)``, ``W2 (M, D, H)`` trained. A padded hidden unit has
+    2024, Figure 1, right, and Figure 6): ``E (M, V, D)``, ``U (M, O, D)`` frozen,
+    ``W1 (M, F, D)``, ``b1 (M, F)``, ``W2 (M, D, F)`` trained. A padded hidden unit has
     W1 row, b1 and W2 column all 0, so it adds nothing."""
 
-    AXES = {"E": "ND", "U": "KD", "W1": "HD", "b1": "H", "W2": "DH"}
-    CHUNK_AXES = "KDH"
+    AXES = {"E": "VD", "U": "OD", "W1": "FD", "b1": "F", "W2": "DF"}
+    CHUNK_AXES = "ODF"
 
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """Seconds per input at padded sizes ``(K, D, H)``: ``2·H·D`` multiply-adds for the
-        MLP, ``D·K`` for the logits, three times for the backward pass, at about 10^10 a second."""
+        """Seconds per input at padded sizes ``(O, D, F)``: ``2·F·D`` multiply-adds for the
+        MLP, ``D·O`` for the logits, three times for the backward pass, at about 10^10 a second."""
         return 3e-10 * sizes[:, 1] * (sizes[:, 0] + 2 * sizes[:, 2])
 
     @classmethod
@@ -197,13 +199,13 @@ class MLPMemoryStack(MemoryStack):
         return {"W1": W1, "b1": torch.zeros(m, dtype=torch.float64), "W2": W2}
 
     def memory(self, w: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``W2 relu(W1 e_i + b1)`` for each row e_i of ``x (M, L, D)``."""
-        h = torch.relu(torch.baddbmm(w["b1"][:, None, :], x, w["W1"].transpose(1, 2)))  # (M, L, H)
-        return torch.bmm(h, w["W2"].transpose(1, 2))                             # (M, L, D)
+        """``W2 relu(W1 e_i + b1)`` for each row e_i of ``x (M, B·P, D)``."""
+        h = torch.relu(torch.baddbmm(w["b1"][:, None, :], x, w["W1"].transpose(1, 2)))  # (M, B·P, F)
+        return torch.bmm(h, w["W2"].transpose(1, 2))                             # (M, B·P, D)
 
 
 def memory_targets(n_inputs: int, n_outputs: int) -> np.ndarray:
-    """``(N,)`` int64: the output stored for each input, ``f(i) = floor(i K / N)``. With
+    """``(n_inputs,)`` int64: the output stored for each input, ``f(i) = floor(i K / N)``. With
     K = N this is f(i) = i (Figure 1); with K < N, K classes of consecutive inputs whose
     sizes differ by at most one (Figure 6, where the authors write ``int(i * M / N)``)."""
     if isinstance(n_inputs, bool) or not isinstance(n_inputs, (int, np.integer)) or n_inputs < 1:
@@ -215,8 +217,9 @@ def memory_targets(n_inputs: int, n_outputs: int) -> np.ndarray:
 
 def memory_dataset(stack: MemoryStack) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every association of every model of ``stack``, as one full batch on its device:
-    ``inputs (M, N_max, 1)`` the input ids 0..N_m - 1, ``targets (M, N_max, 1)`` their
-    :func:`memory_targets`, ``valid (M, N_max)``; a model's rows beyond its N_m are
+    ``inputs (M, B, 1)`` the input ids 0..N_m - 1 (B = the largest n_inputs, one sequence
+    per input), ``targets (M, B, 1)`` their :func:`memory_targets`, ``valid (M, B)``; a
+    model's rows beyond its N_m are
     padding (input and target 0, not valid). Wrap them as
     ``FixedData(inputs, targets, valid, POSITIONS)`` to train with the engine."""
     n = [c.n_inputs for c in stack.configs]

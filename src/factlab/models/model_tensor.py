@@ -16,7 +16,10 @@ token ids, as in the database tensor D), and t over :func:`key_tokens`, the sort
 of the subject and predicate ids (the paper's K ∪ Q). When a token is both subject and
 predicate and the prefix is (x, x), both positions hold the same token t = x, so
 ``A^h[x, x, x]`` is the sum of the two weights, i.e. 1; this keeps Proposition 3.1
-(``L[k, q, :]`` = the final logits on (k, q)) true for every pair.
+(``L[k, q, :]`` = the final logits on (k, q)) true for every pair. Shapes over these axes
+are written with the paper's set sizes ``(|K|, |Q|, |V|)``; V, H and the other single
+letters are factlab's names of dimensions (docs/engine.md), e.g. the circuits ``(H, V, V)``
+over the model's whole vocabulary V.
 
 ``pairs="database"`` is the paper's definition (A^h is zero off the database's pairs, so
 there ``L = E``); ``pairs="all"`` fills A^h on all of K x Q, giving the model's answers to
@@ -47,18 +50,18 @@ def pair_mask(db: Database, pairs: Pairs = "database") -> torch.Tensor:
     """``(|K|, |Q|)`` bool: True at the pairs (k, q) where A^h is filled."""
     if pairs not in PAIRS:
         raise ConfigError(f"pairs must be one of {PAIRS}, got {pairs!r}")
-    K, Q, _ = db.shape
+    n_k, n_q, _ = db.shape
     if pairs == "all":
-        return torch.ones(K, Q, dtype=torch.bool)
+        return torch.ones(n_k, n_q, dtype=torch.bool)
     idx = torch.from_numpy(db.tensor_index()[:, :2].copy())
-    mask = torch.zeros(K, Q, dtype=torch.bool)
+    mask = torch.zeros(n_k, n_q, dtype=torch.bool)
     mask[idx[:, 0], idx[:, 1]] = True
     return mask
 
 
 def value_tensor(stack: AttentionStack, db: Database, model: int = 0) -> torch.Tensor:
     """``V^h[t, q, v] = W_VO^h[t, v]`` (Wong 2025, eq. 4): ``(n_heads, |K ∪ Q|, |Q|, |V|)``."""
-    vo = _circuits(stack, db, model)["W_VO"]  # (H, T, T)
+    vo = _circuits(stack, db, model)["W_VO"]  # (H, V, V)
     t, v = _ids(key_tokens(db)), _ids(db.objects)
     sub = vo[:, t][:, :, v]  # (H, |K∪Q|, |V|)
     return sub[:, :, None, :].expand(-1, -1, db.shape[1], -1).clone()  # (H, |K∪Q|, |Q|, |V|)
@@ -78,7 +81,7 @@ def attention_tensor(stack: AttentionStack, db: Database, model: int = 0, *,
 
 def embedding_tensor(stack: AttentionStack, db: Database, model: int = 0) -> torch.Tensor:
     """``E[k, q, v] = W_EU[q, v]`` (Wong 2025, eq. 7): ``(|K|, |Q|, |V|)``."""
-    eu = _circuits(stack, db, model)["W_EU"]  # (T, T)
+    eu = _circuits(stack, db, model)["W_EU"]  # (V, V)
     sub = eu[_ids(db.predicates)][:, _ids(db.objects)]  # (|Q|, |V|)
     return sub[None].expand(db.shape[0], -1, -1).clone()  # (|K|, |Q|, |V|)
 
@@ -87,9 +90,9 @@ def head_tensors(stack: AttentionStack, db: Database, model: int = 0, *,
                  pairs: Pairs = "database") -> torch.Tensor:
     """``(A^h V^h)[k, q, v] = Σ_t A^h[k,q,t] V^h[t,q,v]`` (Wong 2025, eq. 6): ``(n_heads, |K|, |Q|, |V|)``."""
     circ = _circuits(stack, db, model)
-    A = _attention(circ["W_QK"], db, pair_mask(db, pairs))  # (H, K, Q, |K∪Q|)
+    A = _attention(circ["W_QK"], db, pair_mask(db, pairs))  # (H, |K|, |Q|, |K∪Q|)
     vo = circ["W_VO"][:, _ids(key_tokens(db))][:, :, _ids(db.objects)]  # (H, |K∪Q|, |V|) = V^h[:, q, :]
-    return torch.einsum("hkqt,htv->hkqv", A, vo)  # (H, K, Q, V)
+    return torch.einsum("hkqt,htv->hkqv", A, vo)  # (H, |K|, |Q|, |V|)
 
 
 def model_tensor(stack: AttentionStack, db: Database, model: int = 0, *,
@@ -116,10 +119,10 @@ def model_tensors(stack: AttentionStack, dbs: Sequence[Database], *,
     out = []
     for i, db in enumerate(dbs):
         c = _model_circuits(circ, stack, db, i)
-        A = _attention(c["W_QK"], db, pair_mask(db, pairs))  # (H, K, Q, |K∪Q|)
+        A = _attention(c["W_QK"], db, pair_mask(db, pairs))  # (H, |K|, |Q|, |K∪Q|)
         vo = c["W_VO"][:, _ids(key_tokens(db))][:, :, _ids(db.objects)]  # (H, |K∪Q|, |V|)
         E = c["W_EU"][_ids(db.predicates)][:, _ids(db.objects)]  # (|Q|, |V|)
-        out.append(E[None] + torch.einsum("hkqt,htv->kqv", A, vo))  # (K, Q, V)
+        out.append(E[None] + torch.einsum("hkqt,htv->kqv", A, vo))  # (|K|, |Q|, |V|)
     return out
 
 
@@ -140,10 +143,10 @@ def _model_circuits(circ: dict[str, torch.Tensor], stack: AttentionStack, db: Da
     if db.n_tokens > c.n_tokens:
         raise ConfigError(f"database has {db.n_tokens} tokens but model {model} has a vocabulary "
                           f"of only {c.n_tokens}")
-    T, H, i = c.n_tokens, c.n_heads, model if row is None else row
-    return {"W_EU": circ["W_EU"][i, :T, :T],           # (T, T)
-            "W_QK": circ["W_QK"][i, :H, :T, :T],       # (H, T, T)
-            "W_VO": circ["W_VO"][i, :H, :T, :T]}       # (H, T, T)
+    V, H, i = c.n_tokens, c.n_heads, model if row is None else row
+    return {"W_EU": circ["W_EU"][i, :V, :V],           # (V, V)
+            "W_QK": circ["W_QK"][i, :H, :V, :V],       # (H, V, V)
+            "W_VO": circ["W_VO"][i, :H, :V, :V]}       # (H, V, V)
 
 
 def _circuits(stack: AttentionStack, db: Database, model: int) -> dict[str, torch.Tensor]:
@@ -154,19 +157,19 @@ def _circuits(stack: AttentionStack, db: Database, model: int) -> dict[str, torc
 
 
 def _attention(qk: torch.Tensor, db: Database, mask: torch.Tensor) -> torch.Tensor:
-    """A^h (eq. 5) from the circuits ``qk (H, T, T)``: ``(H, |K|, |Q|, |K ∪ Q|)``."""
+    """A^h (eq. 5) from the circuits ``qk (H, V, V)``: ``(H, |K|, |Q|, |K ∪ Q|)``."""
     keys = key_tokens(db)
     k_ids, q_ids = _ids(db.subjects), _ids(db.predicates)
-    H, (K, Q) = qk.shape[0], (len(k_ids), len(q_ids))
-    score_k = qk[:, q_ids][:, :, k_ids].transpose(1, 2)     # (H, K, Q): W_QK[q, k]
-    score_q = qk[:, q_ids, q_ids][:, None, :].expand(H, K, Q)  # (H, K, Q): W_QK[q, q]
-    weights = torch.stack([score_k, score_q], -1).softmax(-1)  # (H, K, Q, 2): last row of Δ, eq. (3)
+    H, (n_k, n_q) = qk.shape[0], (len(k_ids), len(q_ids))
+    score_k = qk[:, q_ids][:, :, k_ids].transpose(1, 2)     # (H, |K|, |Q|): W_QK[q, k]
+    score_q = qk[:, q_ids, q_ids][:, None, :].expand(H, n_k, n_q)  # (H, |K|, |Q|): W_QK[q, q]
+    weights = torch.stack([score_k, score_q], -1).softmax(-1)  # (H, |K|, |Q|, 2): last row of Δ, eq. (3)
     weights = weights * mask[None, :, :, None]
-    t_of_k = _ids(np.searchsorted(keys, db.subjects))        # (K,) position of k on the t axis
-    t_of_q = _ids(np.searchsorted(keys, db.predicates))      # (Q,)
-    A = torch.zeros(H, K, Q, len(keys), dtype=qk.dtype)      # (H, K, Q, |K∪Q|)
-    t_k = t_of_k[None, :, None, None].expand(H, K, Q, 1)
-    t_q = t_of_q[None, None, :, None].expand(H, K, Q, 1)
+    t_of_k = _ids(np.searchsorted(keys, db.subjects))        # (|K|,) position of k on the t axis
+    t_of_q = _ids(np.searchsorted(keys, db.predicates))      # (|Q|,)
+    A = torch.zeros(H, n_k, n_q, len(keys), dtype=qk.dtype)      # (H, |K|, |Q|, |K∪Q|)
+    t_k = t_of_k[None, :, None, None].expand(H, n_k, n_q, 1)
+    t_q = t_of_q[None, None, :, None].expand(H, n_k, n_q, 1)
     A.scatter_add_(3, t_k, weights[..., :1])  # add: when k == q as tokens both weights land on t
     A.scatter_add_(3, t_q, weights[..., 1:])
     return A

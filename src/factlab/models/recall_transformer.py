@@ -1,11 +1,11 @@
 """The one-layer recall transformer of Nichani, Lee and Bietti (2024), and Figure 5's linear attention.
 
-**Recall transformer** (their Section 4 and Figure 4). Frozen random embeddings ``E (V, d)``
-and unembedding ``U (A, d)``, both N(0, 1/d); H heads with ``Q_h, K_h, V_h (d, d_h)``; only
-the last position queries. For a sequence x_1..x_T whose last token is the query token
-(EOS in the recall task),
+**Recall transformer** (their Section 4 and Figure 4). Frozen random embeddings ``E (V, D)``
+over the V tokens and unembedding ``U (O, D)`` over the O answers, both N(0, 1/d); H heads
+with ``Q_h, K_h, V_h (D, K)`` (K = d_h, the head size); only the last position queries.
+For a sequence x_1..x_C whose last token is the query token (EOS in the recall task),
 
-    a_h = softmax_t( (x_t K_h) · (x_T Q_h) / sqrt(d_h) ),   z = O [Σ_t a_{h,t} x_t V_h]_h,
+    a_h = softmax_t( (x_t K_h) · (x_C Q_h) / sqrt(d_h) ),   z = O [Σ_t a_{h,t} x_t V_h]_h,
     h = z + W2 ReLU(W1 z + b1),   logits = U h   (over the answers only).
 
 There are no positions, no residual from the raw embeddings and no layer norm.
@@ -25,9 +25,9 @@ sample's denominator would fall below 1e-30 in float32 (every token it holds sco
 below the vocabulary's best), the attention is recomputed in float64.
 
 **Linear attention** (their Figure 5): one-hot embeddings (d = V), one matrix ``A (V, V)``
-and a value map ``W_V (V, answers)``, no softmax: ``z = Σ_t A[x_t, x_T] e_{x_t}``, logits
-``z W_V``. Both start with every entry at 1e-5 and are trained by plain gradient descent.
-Whether the sum is divided by T is not said in the paper's text; ours sums (with the
+and a value map ``W_V (V, O)`` onto the O answers, no softmax: ``z = Σ_t A[x_t, x_C] e_{x_t}``,
+logits ``z W_V``. Both start with every entry at 1e-5 and are trained by plain gradient
+descent. Whether the sum is divided by the length C is not said in the paper's text; ours sums (with the
 average, ``average=True``, the logits stay 32 times smaller and in 8,192 steps the loss
 barely leaves log 32, while the sum gives the three stages of their Figure 5).
 """
@@ -55,10 +55,11 @@ def _positive(owner: str, **values) -> None:
 
 @dataclass(frozen=True)
 class RecallTransformerConfig:
-    """Sizes of one recall transformer: vocabulary ``n_tokens`` (V), ``n_answers`` (the
-    output vocabulary, D·R in the recall task), ``d``, ``n_heads`` (H), ``d_head`` (d_h),
-    MLP ``width`` (m); ``query_token``: the token every sequence ends with (default the
-    last one, the recall task's EOS)."""
+    """Sizes of one recall transformer: vocabulary ``n_tokens`` (d_vocab, axis V),
+    ``n_answers`` (the output vocabulary d_vocab_out, axis O; D·R in the recall task),
+    ``d`` (d_model, D), ``n_heads`` (H), ``d_head`` (d_h, K), MLP ``width`` (m, d_mlp, F);
+    ``query_token``: the token every sequence ends with (default the last one, the recall
+    task's EOS)."""
 
     n_tokens: int
     n_answers: int
@@ -79,8 +80,8 @@ class RecallTransformerConfig:
         return self.n_tokens - 1 if self.query_token is None else self.query_token
 
     def axis_sizes(self) -> dict[str, int]:
-        return {"V": self.n_tokens, "A": self.n_answers, "D": self.d, "H": self.n_heads, "K": self.d_head,
-                "W": self.width}
+        return {"V": self.n_tokens, "O": self.n_answers, "D": self.d, "H": self.n_heads, "K": self.d_head,
+                "F": self.width}
 
     @property
     def params(self) -> int:
@@ -91,24 +92,24 @@ class RecallTransformerConfig:
 class RecallTransformerStack(Stack):
     """M recall transformers of possibly different sizes (see the module docstring).
 
-    Weights: ``E (V, D)`` and ``U (A, D)`` frozen; per head ``W_Q, W_K, W_V (H, D, K)`` and
-    ``W_O (H, K, D)`` (the rows of O that read head h); the MLP ``W1 (W, D)``, ``b1 (W,)``,
-    ``W2 (D, W)``."""
+    Weights: ``E (V, D)`` and ``U (O, D)`` frozen; per head ``W_Q, W_K, W_V (H, D, K)`` and
+    ``W_O (H, K, D)`` (the rows of O that read head h); the MLP ``W1 (F, D)``, ``b1 (F,)``,
+    ``W2 (D, F)``."""
 
-    AXES = {"E": "VD", "U": "AD", "W_Q": "HDK", "W_K": "HDK", "W_V": "HDK", "W_O": "HKD",
-            "W1": "WD", "b1": "W", "W2": "DW"}
-    OUTPUT_AXIS = "A"
-    CHUNK_AXES = "VADHKW"
+    AXES = {"E": "VD", "U": "OD", "W_Q": "HDK", "W_K": "HDK", "W_V": "HDK", "W_O": "HKD",
+            "W1": "FD", "b1": "F", "W2": "DF"}
+    OUTPUT_AXIS = "O"
+    CHUNK_AXES = "VODHKF"
     DEFAULT_FROZEN = ("E", "U")
 
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """Seconds per sequence at padded sizes (V, A, D, H, K, W): the forward pass's
-        multiply-adds (the count matrix times the tables V·H·K, O H·K·D, the MLP 2·W·D, the
-        unembedding A·D) times 1.5e-10 s, the factor that trained Figure 4 (right)'s grid
+        """Seconds per sequence at padded sizes (V, O, D, H, K, F): the forward pass's
+        multiply-adds (the count matrix times the tables V·H·K, W_O H·K·D, the MLP 2·F·D, the
+        unembedding O·D) times 1.5e-10 s, the factor that trained Figure 4 (right)'s grid
         fastest on 2 cores (docs/performance.md)."""
-        V, A, D, H, K, W = (sizes[:, i].astype(np.float64) for i in range(6))
-        return 1.5e-10 * (V * H * K + H * K * D + 2 * W * D + A * D)
+        V, O, D, H, K, F = (sizes[:, i].astype(np.float64) for i in range(6))
+        return 1.5e-10 * (V * H * K + H * K * D + 2 * F * D + O * D)
 
     @classmethod
     def init_weights(cls, config: RecallTransformerConfig, generator: torch.Generator,
@@ -126,7 +127,8 @@ class RecallTransformerStack(Stack):
 
     def readout(self, params: dict[str, torch.Tensor] | None, inputs: torch.Tensor,
                 positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(h (M, B, 1, D), U^T (M, D, A))`` at the last position, the only one that queries."""
+        """``(h (M, B, 1, D), U^T (M, D, O))`` at the last position of ``inputs (M, B, C)``,
+        the only one that queries (P = 1)."""
         if tuple(positions) != (inputs.shape[-1] - 1,):
             raise ConfigError(f"the recall transformer computes its last position only; asked for {tuple(positions)}")
         w = self.masked(params)
@@ -134,7 +136,7 @@ class RecallTransformerStack(Stack):
         return h[:, :, None, :], w["U"].transpose(1, 2)
 
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``(M, B, A)`` logits of sequences ``inputs (M, B, T)`` at their last position,
+        """``(M, B, O)`` logits of sequences ``inputs (M, B, C)`` at their last position,
         -inf beyond each model's own answers."""
         h = self.forward(self.params, inputs)
         out = torch.bmm(h, self.params["U"].transpose(1, 2))
@@ -142,12 +144,11 @@ class RecallTransformerStack(Stack):
 
     def forward(self, w: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """The residual stream ``h (M, B, D)`` at the last position, from masked weights ``w``."""
-        M, B, T = inputs.shape
         query = torch.tensor([c.query for c in self.configs], device=inputs.device)
         if not bool((inputs[:, :, -1] == query[:, None]).all()):
             raise ConfigError("every sequence must end with its model's query token (the recall task's EOS)")
         z = self.attention(w, token_counts(inputs, w["E"].shape[1]))           # (M, B, D)
-        hidden = torch.relu(torch.baddbmm(w["b1"][:, None, :], z, w["W1"].transpose(1, 2)))  # (M, B, W)
+        hidden = torch.relu(torch.baddbmm(w["b1"][:, None, :], z, w["W1"].transpose(1, 2)))  # (M, B, F)
         return z + torch.bmm(hidden, w["W2"].transpose(1, 2))
 
     def attention(self, w: dict[str, torch.Tensor], counts: torch.Tensor) -> torch.Tensor:
@@ -183,10 +184,10 @@ class RecallTransformerStack(Stack):
 
 
 def token_counts(inputs: torch.Tensor, n_tokens: int) -> torch.Tensor:
-    """``(M, B, V)``: how often each token occurs in each sequence ``inputs (M, B, T)``."""
-    M, B, T = inputs.shape
+    """``(M, B, V)``: how often each token occurs in each sequence ``inputs (M, B, C)``."""
+    M, B, C = inputs.shape
     counts = torch.zeros(M, B, n_tokens, device=inputs.device)
-    return counts.scatter_add_(2, inputs, torch.ones(M, B, T, device=inputs.device))
+    return counts.scatter_add_(2, inputs, torch.ones(M, B, C, device=inputs.device))
 
 
 def _mix(counts: torch.Tensor, scores: torch.Tensor, values: torch.Tensor, token_mask: torch.Tensor
@@ -209,15 +210,16 @@ def _mix(counts: torch.Tensor, scores: torch.Tensor, values: torch.Tensor, token
 
 @dataclass(frozen=True)
 class LinearAttentionConfig:
-    """Figure 5's model: one-hot embeddings of ``n_tokens`` (d = V), ``n_answers`` outputs,
-    sequences of ``seq_len`` ending with ``query_token`` (default the last token)."""
+    """Figure 5's model: one-hot embeddings of ``n_tokens`` (d_vocab, axis V; d = V),
+    ``n_answers`` outputs (d_vocab_out, axis O), sequences of ``seq_len`` (n_ctx) ending with
+    ``query_token`` (default the last token)."""
 
     n_tokens: int
     n_answers: int
     seq_len: int = 32
     query_token: int | None = None
     init: float = 1e-5            # every entry of A and W_V at the start (the authors')
-    average: bool = False         # divide the attention's sum by T (ours: no; see the module docstring)
+    average: bool = False         # divide the attention's sum by the length C (ours: no; see the module docstring)
 
     def __post_init__(self):
         _positive("LinearAttentionConfig", n_tokens=self.n_tokens, n_answers=self.n_answers, seq_len=self.seq_len)
@@ -227,16 +229,16 @@ class LinearAttentionConfig:
         return self.n_tokens - 1 if self.query_token is None else self.query_token
 
     def axis_sizes(self) -> dict[str, int]:
-        return {"V": self.n_tokens, "A": self.n_answers}
+        return {"V": self.n_tokens, "O": self.n_answers}
 
 
 class LinearAttentionStack(Stack):
-    """M linear-attention models of Figure 5 (see the module docstring): ``A (V, V)``,
-    ``W_V (V, A)``; features ``z (V)``, logits ``z W_V``."""
+    """M linear-attention models of Figure 5 (see the module docstring): weights ``A (V, V)``,
+    ``W_V (V, O)``; features ``z (V)``, logits ``z W_V`` over the O answers."""
 
-    AXES = {"A": "VV", "W_V": "VA"}
-    OUTPUT_AXIS = "A"
-    CHUNK_AXES = "VA"
+    AXES = {"A": "VV", "W_V": "VO"}
+    OUTPUT_AXIS = "O"
+    CHUNK_AXES = "VO"
 
     @classmethod
     def init_weights(cls, config: LinearAttentionConfig, generator: torch.Generator,
@@ -248,13 +250,13 @@ class LinearAttentionStack(Stack):
         if tuple(positions) != (inputs.shape[-1] - 1,):
             raise ConfigError(f"the linear attention computes its last position only; asked for {tuple(positions)}")
         w = self.masked(params)
-        M, B, T = inputs.shape
+        M, B, C = inputs.shape
         V = w["A"].shape[1]
         query = inputs[:, :, -1]                                                 # (M, B)
-        # score of position t: A[x_t, x_T]; z = (1/T) Σ_t score_t e_{x_t} = (1/T) counts ⊙ A[:, x_T]
-        column = w["A"].gather(2, query[:, None, :].expand(M, V, B)).transpose(1, 2)   # (M, B, V): A[v, x_T]
+        # score of position t: A[x_t, x_C]; z = Σ_t score_t e_{x_t} = counts ⊙ A[:, x_C] (/ C with average)
+        column = w["A"].gather(2, query[:, None, :].expand(M, V, B)).transpose(1, 2)   # (M, B, V): A[v, x_C]
         z = token_counts(inputs, V).to(column.dtype) * column                    # (M, B, V)
-        per = torch.tensor([float(T) if c.average else 1.0 for c in self.configs], dtype=z.dtype, device=z.device)
+        per = torch.tensor([float(C) if c.average else 1.0 for c in self.configs], dtype=z.dtype, device=z.device)
         z = z / per[:, None, None]
         return z[:, :, None, :], w["W_V"]
 

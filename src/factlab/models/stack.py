@@ -1,8 +1,12 @@
 """What every model family shares: a stack of M models as padded tensors, and its masks.
 
-A family describes its weights by named axes: ``AXES = {"W_E": "TD", "W_U": "DT", ...}``,
+A family describes its weights by named axes: ``AXES = {"W_E": "VD", "W_U": "DV", ...}``,
 one letter per dimension, and each model's config says how long each axis is
-(``config.axis_sizes()``, e.g. ``{"T": 10, "D": 6}``). A :class:`Stack` of M models holds
+(``config.axis_sizes()``, e.g. ``{"V": 10, "D": 6}``). The letters are factlab's one name
+per dimension, in every family, docstring and doc (the table "Names of dimensions" in
+docs/engine.md): M models, B batch, C n_ctx, P n_scored, V d_vocab, O d_vocab_out,
+D d_model, L n_layers, H n_heads, K d_head (query-key), Z d_head_vo, F d_mlp. A
+:class:`Stack` of M models holds
 every weight with a leading model axis, zero-padded to the largest size of each axis, and
 a 0/1 *own-entry* mask of the same shape (1 where the model has the entry). A family's
 forward pass multiplies its weights by these masks, so a padded entry is 0, gets gradient
@@ -242,9 +246,9 @@ class Stack:
         return cls.SECONDS_PER_UNIT * np.prod(sizes, axis=1)
 
     def output_mask(self) -> torch.Tensor:
-        """``(M, V)`` bool: the outputs each model has (its own vocabulary or answer set)."""
-        V = max(c.axis_sizes()[self.OUTPUT_AXIS] for c in self.configs)
-        return torch.arange(V, device=self.device)[None, :] < self.sizes(self.OUTPUT_AXIS)[:, None]
+        """``(M, O)`` bool: the outputs each model has (its own vocabulary or answer set)."""
+        n_out = max(c.axis_sizes()[self.OUTPUT_AXIS] for c in self.configs)
+        return torch.arange(n_out, device=self.device)[None, :] < self.sizes(self.OUTPUT_AXIS)[:, None]
 
     def trained_names(self) -> list[str]:
         """The weights that train, in :attr:`AXES` order."""

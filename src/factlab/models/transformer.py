@@ -1,7 +1,7 @@
 """The learned-embedding transformer of Ravfogel, Yehudai, Bruna and Bietti (2026), as a stack.
 
 "Geometric Factual Recall in Transformers" trains causal transformers whose token
-embeddings are learned. For tokens x_1..x_n (n <= T) one model computes
+embeddings are learned. For tokens x_1..x_n (n <= C, the longest sequence) one model computes
 
     x_0 = W_E[x_t] + W_pos[t],
     each layer l:  x += Attn_l(LN1_l(x)),   x += MLP_l(LN2_l(x)),
@@ -55,8 +55,9 @@ Hooks = Mapping[str, Callable[[torch.Tensor], "torch.Tensor | None"]]
 
 @dataclass(frozen=True)
 class TransformerConfig:
-    """Sizes of one transformer: vocabulary ``n_tokens`` (V), longest sequence ``seq_len``
-    (T), ``d`` (D), ``n_layers`` (L), ``n_heads`` (H), ``d_head`` (K), MLP ``width`` (W);
+    """Sizes of one transformer (factlab's names of dimensions, docs/engine.md): vocabulary
+    ``n_tokens`` (d_vocab, V), longest sequence ``seq_len`` (n_ctx, C), ``d`` (d_model, D),
+    ``n_layers`` (L), ``n_heads`` (H), ``d_head`` (K), MLP ``width`` (d_mlp, F);
     ``norm``: "pre" (pre-LN and a final LN, ours) or "none" (the paper's theory)."""
 
     n_tokens: int
@@ -77,17 +78,17 @@ class TransformerConfig:
             raise ConfigError(f"TransformerConfig.norm must be one of {list(NORMS)}, got {self.norm!r}")
 
     def axis_sizes(self) -> dict[str, int]:
-        return {"V": self.n_tokens, "T": self.seq_len, "D": self.d, "L": self.n_layers, "H": self.n_heads,
-                "K": self.d_head, "W": self.width}
+        return {"V": self.n_tokens, "C": self.seq_len, "D": self.d, "L": self.n_layers, "H": self.n_heads,
+                "K": self.d_head, "F": self.width}
 
     @property
     def params(self) -> int:
-        """Every trained number: ``2·V·d + T·d + L·(4·H·d_head·d + 2·W·d + W + d)`` (embedding,
+        """Every trained number: ``2·V·d + C·d + L·(4·H·d_head·d + 2·F·d + F + d)`` (embedding,
         unembedding, positions; attention, MLP matrices and biases), plus ``4·L·d + 2·d``
         LayerNorm gains and biases under pre-LN."""
-        V, T, d, L, H, K, W = self.axis_sizes().values()
+        V, C, d, L, H, K, F = self.axis_sizes().values()
         norm = 4 * L * d + 2 * d if self.norm == "pre" else 0
-        return 2 * V * d + T * d + L * (4 * H * K * d + 2 * W * d + W + d) + norm
+        return 2 * V * d + C * d + L * (4 * H * K * d + 2 * F * d + F + d) + norm
 
     @property
     def non_embedding_params(self) -> int:
@@ -96,9 +97,9 @@ class TransformerConfig:
 
 
 def stage_names(n_layers: int) -> list[str]:
-    """The hookable stages, in order: "embed" ``(M, B, n, D)``; per layer l "resid_pre.l",
-    "attn_pattern.l" ``(M, B, H, n, n)`` (the causal softmax), "attn_out.l", "resid_mid.l",
-    "mlp_hidden.l" ``(M, B, n, W)`` (after the ReLU), "mlp_out.l", "resid_post.l"; and
+    """The hookable stages, in order: "embed" ``(M, B, C, D)``; per layer l "resid_pre.l",
+    "attn_pattern.l" ``(M, B, H, C, C)`` (the causal softmax), "attn_out.l", "resid_mid.l",
+    "mlp_hidden.l" ``(M, B, C, F)`` (after the ReLU), "mlp_out.l", "resid_post.l"; and
     "final" (after the final LN; the input of W_U)."""
     per = ("resid_pre", "attn_pattern", "attn_out", "resid_mid", "mlp_hidden", "mlp_out", "resid_post")
     return ["embed"] + [f"{s}.{l}" for l in range(n_layers) for s in per] + ["final"]
@@ -107,16 +108,16 @@ def stage_names(n_layers: int) -> list[str]:
 class TransformerStack(Stack):
     """M transformers of possibly different sizes and norms (see the module docstring).
 
-    Weights: ``W_E (V, D)``, ``W_pos (T, D)``; per layer ``ln1_g, ln1_b, ln2_g, ln2_b (L,
-    D)``, ``W_Q, W_K, W_V (L, H, D, K)``, ``W_O (L, H, K, D)``, ``W1 (L, W, D)``, ``b1 (L,
-    W)``, ``W2 (L, D, W)``, ``b2 (L, D)`` (W1, W2 as ``nn.Linear`` stores them); ``lnf_g,
+    Weights: ``W_E (V, D)``, ``W_pos (C, D)``; per layer ``ln1_g, ln1_b, ln2_g, ln2_b (L,
+    D)``, ``W_Q, W_K, W_V (L, H, D, K)``, ``W_O (L, H, K, D)``, ``W1 (L, F, D)``, ``b1 (L,
+    F)``, ``W2 (L, D, F)``, ``b2 (L, D)`` (W1, W2 as ``nn.Linear`` stores them); ``lnf_g,
     lnf_b (D,)``; ``W_U (D, V)``."""
 
-    AXES = {"W_E": "VD", "W_pos": "TD", "ln1_g": "LD", "ln1_b": "LD", "W_Q": "LHDK", "W_K": "LHDK",
-            "W_V": "LHDK", "W_O": "LHKD", "ln2_g": "LD", "ln2_b": "LD", "W1": "LWD", "b1": "LW", "W2": "LDW",
+    AXES = {"W_E": "VD", "W_pos": "CD", "ln1_g": "LD", "ln1_b": "LD", "W_Q": "LHDK", "W_K": "LHDK",
+            "W_V": "LHDK", "W_O": "LHKD", "ln2_g": "LD", "ln2_b": "LD", "W1": "LFD", "b1": "LF", "W2": "LDF",
             "b2": "LD", "lnf_g": "D", "lnf_b": "D", "W_U": "DV"}
     OUTPUT_AXIS = "V"
-    CHUNK_AXES = "VTDLHKW"
+    CHUNK_AXES = "VCDLHKF"
 
     def __init__(self, configs, params, **options):
         super().__init__(configs, params, **options)
@@ -128,12 +129,12 @@ class TransformerStack(Stack):
 
     @classmethod
     def chunk_cost(cls, sizes: np.ndarray) -> np.ndarray:
-        """Seconds per sequence at padded sizes (V, T, D, L, H, K, W): the forward pass's
-        multiply-adds per position, ``L·(4·D·H·K + 2·T·H·K + 2·D·W) + D·V`` (Q, K, V and O;
-        scores and mixing over T keys; the MLP; the unembedding), times T positions, times
+        """Seconds per sequence at padded sizes (V, C, D, L, H, K, F): the forward pass's
+        multiply-adds per position, ``L·(4·D·H·K + 2·C·H·K + 2·D·F) + D·V`` (Q, K, V and O;
+        scores and mixing over C keys; the MLP; the unembedding), times C positions, times
         1.5e-10 s (the recall transformer's factor)."""
-        V, T, D, L, H, K, W = (sizes[:, i].astype(np.float64) for i in range(7))
-        return 1.5e-10 * T * (L * (4 * D * H * K + 2 * T * H * K + 2 * D * W) + D * V)
+        V, C, D, L, H, K, F = (sizes[:, i].astype(np.float64) for i in range(7))
+        return 1.5e-10 * C * (L * (4 * D * H * K + 2 * C * H * K + 2 * D * F) + D * V)
 
     @classmethod
     def init_weights(cls, config: TransformerConfig, generator: torch.Generator,
@@ -158,18 +159,18 @@ class TransformerStack(Stack):
         """``(features (M, B, P, D), W_U (M, D, V))``: the final-LN residual at ``positions``
         (the whole causal pass runs; only the scored positions are returned) and the
         unembedding. ``params`` (any subset of the weights) are masked here."""
-        resid = self.residual(inputs, params)                                    # (M, B, n, D)
+        resid = self.residual(inputs, params)                                    # (M, B, C, D)
         if tuple(positions) != tuple(range(resid.shape[2])):
             resid = resid[:, :, list(positions)]
         return resid, self.masked(params)["W_U"]
 
     def logits(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                hooks: Hooks | None = None) -> torch.Tensor:
-        """``(M, B, n, V)``: the logits at every position of ``inputs (M, B, n)`` (``(B, n)``:
+        """``(M, B, C, V)``: the logits at every position of ``inputs (M, B, C)`` (``(B, C)``:
         the same sequences for every model), -inf beyond each model's own vocabulary."""
         resid = self.residual(inputs, params, hooks)
-        M, B, n, D = resid.shape
-        out = torch.bmm(resid.reshape(M, B * n, D), self.masked(params)["W_U"]).view(M, B, n, -1)
+        M, B, C, D = resid.shape
+        out = torch.bmm(resid.reshape(M, B * C, D), self.masked(params)["W_U"]).view(M, B, C, -1)
         return out.masked_fill(~self.output_mask()[:, None, None, :], float("-inf"))
 
     def stages(self, inputs: torch.Tensor, names: Sequence[str], params: dict[str, torch.Tensor] | None = None
@@ -182,57 +183,57 @@ class TransformerStack(Stack):
     # ------------------------------------------------------------------ the forward pass
     def residual(self, inputs: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
                  hooks: Hooks | None = None) -> torch.Tensor:
-        """The final-LN residual stream ``(M, B, n, D)`` of ``inputs (M, B, n)``, from the
+        """The final-LN residual stream ``(M, B, C, D)`` of ``inputs (M, B, C)``, from the
         stored weights or ``params`` (masked here), through ``hooks`` (stage -> callable that
         may return a replacement of the same shape; a replaced residual is masked to each
         model's own d, so padding stays inert)."""
         w = self.masked(params)
         tokens = self._tokens(inputs)
-        M, B, n = tokens.shape
+        M, B, C = tokens.shape
         L = w["W_Q"].shape[1]
         at = self._hooks(hooks, L)
         own_d = self._own("D", w["W_E"].shape[2], w["W_E"].dtype)                # (M, D)
         norm = _Norm(own_d, self.sizes("D").to(own_d.dtype), [c.norm == "pre" for c in self.configs])
         D_mask = own_d[:, None, None, :]
-        x = w["W_E"][torch.arange(M, device=self.device)[:, None, None], tokens] + w["W_pos"][:, None, :n]
-        x = at("embed", x, D_mask)                                               # (M, B, n, D)
+        x = w["W_E"][torch.arange(M, device=self.device)[:, None, None], tokens] + w["W_pos"][:, None, :C]
+        x = at("embed", x, D_mask)                                               # (M, B, C, D)
         scale = self.sizes("K").to(x.dtype).rsqrt().view(M, 1, 1, 1, 1)         # own 1/sqrt(d_head)
-        causal = torch.ones(n, n, dtype=torch.bool, device=self.device).tril()
+        causal = torch.ones(C, C, dtype=torch.bool, device=self.device).tril()
         for l in range(L):
             x = at(f"resid_pre.{l}", x, D_mask)
             a = self._attention(w, l, norm(x, w["ln1_g"][:, l], w["ln1_b"][:, l]), scale, causal, at)
             x = at(f"resid_mid.{l}", x + at(f"attn_out.{l}", a, D_mask), D_mask)
-            y = norm(x, w["ln2_g"][:, l], w["ln2_b"][:, l]).reshape(M, B * n, -1)
-            h = torch.relu(torch.baddbmm(w["b1"][:, l, None, :], y, w["W1"][:, l].transpose(1, 2)))  # (M, B·n, W)
-            h = at(f"mlp_hidden.{l}", h.view(M, B, n, -1)).reshape(M, B * n, -1)
-            o = torch.baddbmm(w["b2"][:, l, None, :], h, w["W2"][:, l].transpose(1, 2)).view(M, B, n, -1)
+            y = norm(x, w["ln2_g"][:, l], w["ln2_b"][:, l]).reshape(M, B * C, -1)
+            h = torch.relu(torch.baddbmm(w["b1"][:, l, None, :], y, w["W1"][:, l].transpose(1, 2)))  # (M, B·C, F)
+            h = at(f"mlp_hidden.{l}", h.view(M, B, C, -1)).reshape(M, B * C, -1)
+            o = torch.baddbmm(w["b2"][:, l, None, :], h, w["W2"][:, l].transpose(1, 2)).view(M, B, C, -1)
             x = at(f"resid_post.{l}", x + at(f"mlp_out.{l}", o, D_mask), D_mask)
         return at("final", norm(x, w["lnf_g"], w["lnf_b"]), D_mask)
 
     def _attention(self, w, l: int, y: torch.Tensor, scale, causal, at) -> torch.Tensor:
-        """Layer l's multi-head causal attention of ``y (M, B, n, D)``: ``(M, B, n, D)``."""
-        M, B, n, D = y.shape
+        """Layer l's multi-head causal attention of ``y (M, B, C, D)``: ``(M, B, C, D)``."""
+        M, B, C, D = y.shape
         H, K = w["W_Q"].shape[2], w["W_Q"].shape[4]
         proj = torch.cat([w[k][:, l].permute(0, 2, 1, 3).reshape(M, D, H * K) for k in ("W_Q", "W_K", "W_V")], 2)
-        qkv = torch.bmm(y.reshape(M, B * n, D), proj).view(M, B, n, 3, H, K).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv[0], qkv[1], qkv[2]                                          # (M, B, H, n, K)
-        scores = torch.matmul(q, k.transpose(-1, -2)) * scale                     # (M, B, H, n, n)
+        qkv = torch.bmm(y.reshape(M, B * C, D), proj).view(M, B, C, 3, H, K).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv[0], qkv[1], qkv[2]                                          # (M, B, H, C, K)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * scale                     # (M, B, H, C, C)
         pattern = at(f"attn_pattern.{l}", scores.masked_fill(~causal, float("-inf")).softmax(-1))
-        z = torch.matmul(pattern, v).transpose(2, 3).reshape(M, B * n, H * K)     # (M, B·n, H·K)
-        return torch.bmm(z, w["W_O"][:, l].reshape(M, H * K, D)).view(M, B, n, D)
+        z = torch.matmul(pattern, v).transpose(2, 3).reshape(M, B * C, H * K)     # (M, B·C, H·K)
+        return torch.bmm(z, w["W_O"][:, l].reshape(M, H * K, D)).view(M, B, C, D)
 
     def _tokens(self, inputs: torch.Tensor) -> torch.Tensor:
-        """``inputs`` as ``(M, B, n)`` on the stack's device, checked against each model's own
+        """``inputs`` as ``(M, B, C)`` on the stack's device, checked against each model's own
         vocabulary and sequence length."""
         if inputs.dim() == 2:
             inputs = inputs.expand(self.n_models, *inputs.shape)
         tokens = inputs.to(self.device).long()
         if tokens.dim() != 3 or tokens.shape[0] != self.n_models:
-            raise ConfigError(f"inputs must be (M={self.n_models}, B, n) or (B, n), got {tuple(inputs.shape)}")
-        n = tokens.shape[2]
+            raise ConfigError(f"inputs must be (M={self.n_models}, B, C) or (B, C), got {tuple(inputs.shape)}")
+        C = tokens.shape[2]
         shortest = min(c.seq_len for c in self.configs)
-        if n > shortest:
-            raise ConfigError(f"sequences of length {n} exceed seq_len {shortest} of some model")
+        if C > shortest:
+            raise ConfigError(f"sequences of length {C} exceed seq_len {shortest} of some model")
         vocab = self.sizes("V")[:, None, None]
         if bool(((tokens < 0) | (tokens >= vocab)).any()):
             bad = int(torch.nonzero(((tokens < 0) | (tokens >= vocab)).flatten(1).any(1))[0])
@@ -276,7 +277,7 @@ class _Norm:
     def __call__(self, x: torch.Tensor, g: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if not self.any:
             return x
-        centred = (x - (x * self.own).sum(-1, keepdim=True) / self.d) * self.own          # (M, B, n, D)
+        centred = (x - (x * self.own).sum(-1, keepdim=True) / self.d) * self.own          # (M, B, C, D)
         var = (centred * centred).sum(-1, keepdim=True) / self.d
         y = centred * torch.rsqrt(var + EPS) * g[:, None, None, :] + b[:, None, None, :]
         return y if self.all else torch.where(self.normed, y, x)

@@ -33,7 +33,7 @@ def plan_chunks(sizes, chunk_sizes, max_chunk: int, cost=None) -> list[list[int]
     """Cut models into chunks that train together, trading padding against per-step overhead.
 
     Models are sorted by (data size, chunk sizes); a cut is placed wherever the modelled step
-    time ``STEP_OVERHEAD_S + M_c · N_max · cost(max sizes)`` of the two halves beats that of
+    time ``STEP_OVERHEAD_S + M_c · B_max · cost(max sizes)`` of the two halves beats that of
     the whole (dynamic programming over the sorted order, at most ``max_chunk`` models a
     chunk). ``chunk_sizes (M, k)`` and ``cost`` (rows of sizes -> seconds per sequence;
     default ``PER_UNIT_S`` times their product) are the family's (``chunk_sizes``,
@@ -43,18 +43,18 @@ def plan_chunks(sizes, chunk_sizes, max_chunk: int, cost=None) -> list[list[int]
     chunk_sizes = np.asarray(chunk_sizes).reshape(len(sizes), -1)
     order = _size_order(sizes, chunk_sizes)
     n = len(order)
-    N = np.array([max(sizes[i], 1) for i in order], dtype=np.float64)
-    C = chunk_sizes[order].astype(np.float64)                     # (n, k)
+    B = np.array([max(sizes[i], 1) for i in order], dtype=np.float64)   # sequences per step, sorted
+    S = chunk_sizes[order].astype(np.float64)                     # (n, k)
     best = np.full(n + 1, np.inf)
     best[0] = 0.0
     cut = np.zeros(n + 1, dtype=np.int64)
     for end in range(1, n + 1):
         lo = max(0, end - max_chunk)
         starts = np.arange(lo, end)
-        # chunk [s, end): N is sorted so N_max = N[end-1]; the others: running max from the right
-        c_max = np.maximum.accumulate(C[lo:end][::-1], axis=0)[::-1]
+        # chunk [s, end): B is sorted so B_max = B[end-1]; the others: running max from the right
+        c_max = np.maximum.accumulate(S[lo:end][::-1], axis=0)[::-1]
         c_max = PER_UNIT_S * np.prod(c_max, axis=1) if cost is None else np.asarray(cost(c_max), dtype=np.float64)
-        total = best[starts] + STEP_OVERHEAD_S + (end - starts) * N[end - 1] * c_max
+        total = best[starts] + STEP_OVERHEAD_S + (end - starts) * B[end - 1] * c_max
         k = int(np.argmin(total))
         best[end], cut[end] = total[k], starts[k]
     chunks = []

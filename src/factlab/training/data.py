@@ -15,7 +15,7 @@ stack of 50, in another chunk or on another number of threads.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -49,8 +49,8 @@ def uniform_weight(valid: torch.Tensor, n_positions: int) -> torch.Tensor:
 
 
 class FixedData:
-    """One fixed dataset per model, padded: ``inputs (M, N, n)``, ``targets (M, N, P)`` at the
-    scored ``positions``, ``valid (M, N)``.
+    """One fixed dataset per model, padded: ``inputs (M, B, C)``, ``targets (M, B, P)`` at the
+    P scored ``positions``, ``valid (M, B)``, B the largest dataset's number of sequences.
 
     ``keys (M,)`` (uint64) key each model's minibatch shuffles (default: by index,
     :func:`default_keys`); ``held_out``, a FixedData of the same models, is evaluated on
@@ -61,7 +61,7 @@ class FixedData:
     def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, positions: Sequence[int],
                  *, keys=None, held_out: "FixedData | None" = None, weight_dtype: torch.dtype = torch.float64):
         if inputs.dim() != 3 or targets.dim() != 3 or targets.shape[:2] != inputs.shape[:2]:
-            raise ConfigError(f"inputs (M, N, n) and targets (M, N, P) must agree, got {tuple(inputs.shape)} "
+            raise ConfigError(f"inputs (M, B, C) and targets (M, B, P) must agree, got {tuple(inputs.shape)} "
                               f"and {tuple(targets.shape)}")
         self.positions = tuple(int(p) for p in positions)
         if targets.shape[2] != len(self.positions) or not all(0 <= p < inputs.shape[2] for p in self.positions):
@@ -161,16 +161,16 @@ class FixedData:
 
     # ------------------------------------------------------------------ helpers
     def _order(self, counters: np.ndarray) -> torch.Tensor:
-        """``(M, N)``: each model's shuffle of its sequences for its epoch ``counters[m]``."""
+        """``(M, B)``: each model's shuffle of its sequences for its epoch ``counters[m]``."""
         perm = keyed_random.permutations(self.keys, counters, self.sizes())
         full = np.tile(np.arange(self.inputs.shape[1]), (self.n_models, 1))
         full[:, :perm.shape[1]] = perm
         return torch.from_numpy(full).to(self.inputs.device)
 
     def _gather(self, order: torch.Tensor):
-        n, P = self.inputs.shape[2], self.targets.shape[2]
+        C, P = self.inputs.shape[2], self.targets.shape[2]
         M, B = order.shape
-        return (self.inputs.gather(1, order[..., None].expand(M, B, n)),
+        return (self.inputs.gather(1, order[..., None].expand(M, B, C)),
                 self.targets.gather(1, order[..., None].expand(M, B, P)),
                 self.valid.gather(1, order))
 
@@ -181,6 +181,7 @@ class FixedData:
 
 
 # ============================================================================ streams
+@runtime_checkable
 class Sampler(Protocol):
     """Draws batches for M models as a pure function of each model's key, a counter and a
     stream number (:mod:`factlab.keyed_random`): the recall task of Nichani et al. (2024),
@@ -198,7 +199,7 @@ class Sampler(Protocol):
 
 class LastTokenSampler:
     """A :class:`Sampler` from tasks that draw sequences and the answer due at their last
-    position (``tasks.draw(keys, counter, size, stream) -> (inputs (M, size, T), answers (M,
+    position (``tasks.draw(keys, counter, size, stream) -> (inputs (M, size, C), answers (M,
     size))``, numpy, as :class:`factlab.databases.recall_task.RecallTasks`): only the last
     position is scored, each model's loss is its mean cross-entropy there."""
 
@@ -211,10 +212,10 @@ class LastTokenSampler:
 
     def draw(self, keys: np.ndarray, counter: int, size: int, stream: int) -> Batch:
         inputs, answers = self.tasks.draw(keys, counter, size, stream)
-        M, B, T = inputs.shape
+        M, B, C = inputs.shape
         valid = torch.ones(M, B, dtype=torch.bool)
-        return Batch(torch.from_numpy(inputs), torch.from_numpy(answers)[..., None],   # (M, B, T), (M, B, 1)
-                     uniform_weight(valid, 1), valid, (T - 1,))
+        return Batch(torch.from_numpy(inputs), torch.from_numpy(answers)[..., None],   # (M, B, C), (M, B, 1)
+                     uniform_weight(valid, 1), valid, (C - 1,))
 
     def take(self, index: np.ndarray) -> "LastTokenSampler":
         return LastTokenSampler(self.tasks.take(index))

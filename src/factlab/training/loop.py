@@ -41,7 +41,7 @@ def forward_loss(model, params: dict[str, torch.Tensor], batch: Batch, bias: tor
     """Per-model loss ``(M,)`` with gradient, and ``nll``, ``argmax`` ``(M, B, P)`` for metrics
     (``argmax`` only when ``metrics``): the family's readout, then the fused unembedding
     cross-entropy (:mod:`factlab.training.loss`)."""
-    features, W_out = model.readout(params, batch.inputs, batch.positions)     # (M, B, P, D), (M, D, V)
+    features, W_out = model.readout(params, batch.inputs, batch.positions)     # (M, B, P, D), (M, D, O)
     M, B, P, D = features.shape
     loss, nll, argmax = unembed_cross_entropy(
         features.reshape(M, B * P, D), W_out, bias, batch.targets.reshape(M, B * P),
@@ -50,14 +50,14 @@ def forward_loss(model, params: dict[str, torch.Tensor], batch: Batch, bias: tor
 
 
 class FlatParams:
-    """The trained weights of a chunk as one leaf tensor ``(M, P)``, with a view per weight."""
+    """The trained weights of a chunk as one leaf tensor ``(M, n_params)``, with a view per weight."""
 
     def __init__(self, weights: dict[str, torch.Tensor], flat: torch.Tensor | None = None):
         self.shapes = {n: tuple(w.shape[1:]) for n, w in weights.items()}
         M = next(iter(weights.values())).shape[0]
         if flat is None:
             flat = torch.cat([w.detach().reshape(M, -1) for w in weights.values()], dim=1)
-        self.flat = flat.detach().clone().requires_grad_(True)  # (M, P)
+        self.flat = flat.detach().clone().requires_grad_(True)  # (M, n_params)
 
     def views(self) -> dict[str, torch.Tensor]:
         out, start = {}, 0
@@ -92,7 +92,7 @@ class Chunk:
             mask = torch.cat([masks[n].reshape(M, -1) for n in names], dim=1)
         self.opt = StackedOptimizer(cfg.optimizer, self.params.flat, mask, lr)
         self.step_fn = model.compiled_step(device) if fused else None
-        self.bias = vocab_bias(model.output_mask(), model.dtype)       # (M, 1, V)
+        self.bias = vocab_bias(model.output_mask(), model.dtype)       # (M, 1, O)
         self.rows = torch.arange(M, device=device)   # chunk positions of the rows still in the stack
         self.input_ids = ids                         # input-stack index of each chunk position
         self.active = torch.ones(M, dtype=torch.bool, device=device)
@@ -112,7 +112,7 @@ class Chunk:
 
     # ------------------------------------------------------------------ one step's numbers
     def objective(self, batch: Batch, want_grad: bool, metrics: bool, step: bool = False):
-        """At the current weights: ``(loss (M,), nll, argmax, grad (M, P) or None)``. A model
+        """At the current weights: ``(loss (M,), nll, argmax, grad (M, n_params) or None)``. A model
         whose loss is not finite gets no usable gradient (the optimizer skips it). With
         ``step`` the compiled step applies the optimizer itself and grad is None."""
         if self.step_fn is not None:

@@ -5,7 +5,7 @@ gradient descent, optionally with momentum), are independent per entry, so one o
 over a tensor holding M models' weights is M independent optimizers, provided each model
 keeps its own step count and a model that must not move (finished, diverged, or without
 data this step) has neither its weights nor its state touched. :class:`StackedOptimizer`
-does exactly that, over the engine's one ``(M, P)`` row of trained weights per model,
+does exactly that, over the engine's one ``(M, n_params)`` row of trained weights per model,
 with an update mask per entry: where it is 0 (padding, a frozen entry) the weight and its
 state never change, weight decay included. The test suite checks each optimizer against
 its ``torch.optim`` counterpart run on each model alone.
@@ -123,7 +123,7 @@ def optimizer_from_dict(d: dict) -> OptimizerConfig:
 
 
 class StackedOptimizer:
-    """The state of one optimizer over the rows ``(M, P)`` of a stack's trained weights.
+    """The state of one optimizer over the rows ``(M, n_params)`` of a stack's trained weights.
 
     ``mask (M, n_params)`` bool: true where an entry trains, 0 where it must never change
     (padding, frozen entries); None when every entry that does not train is padding, whose
@@ -156,7 +156,7 @@ class StackedOptimizer:
     @torch.no_grad()
     def step(self, params: torch.Tensor, grad: torch.Tensor, active: torch.Tensor, *,
              compiled: bool | None = None, threads: int | None = None) -> None:
-        """Update ``params (M, P)`` in place for the models where ``active (M,)`` is true;
+        """Update ``params (M, n_params)`` in place for the models where ``active (M,)`` is true;
         leave the others (weights and state) as they are.
 
         ``compiled``: the compiled CPU pass (None: wherever it can run, see :meth:`can_compile`),

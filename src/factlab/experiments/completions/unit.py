@@ -60,7 +60,7 @@ def run_metrics(stack: AttentionStack, model: int, train_db: Database, held: Dat
         raise ConfigError("held-out facts must share the training vocabulary (see split_held_out)")
     a = artifacts(stack, train_db, model=model, held_out=held, tau=tau, prefixes=prefixes)
     inside = a.n_held_out - len(a.held_out_outside)
-    P = next_token_probabilities(stack, train_db, model).numpy()  # (K, Q, T)
+    P = next_token_probabilities(stack, train_db, model).numpy()  # (|K|, |Q|, V)
     sub = {t: i for i, t in enumerate(train_db.subjects.tolist())}
     pre = {t: j for j, t in enumerate(train_db.predicates.tolist())}
     trained = {(k, q) for k, q, _ in train_db.facts.tolist()}

@@ -175,11 +175,11 @@ def train_sequential(config: NichaniConfig) -> list[dict]:
     answers = torch.arange(task.n_outputs)
     block, part = answers // D, answers % D                                         # (A,)
     target = ev.targets[0, :, 0]                                                    # (B,)
-    right_block = block[None, :] == (target // D)[:, None]                          # (B, A)
+    right_block = block[None, :] == (target // D)[:, None]                          # (B, O)
     right_part = part[None, :] == (target % D)[:, None]
 
     def monitor(now, ids):
-        logp = torch.log_softmax(now.logits(ev.inputs)[0].double(), dim=-1)         # (B, A)
+        logp = torch.log_softmax(now.logits(ev.inputs)[0].double(), dim=-1)         # (B, O)
         rel = -torch.logsumexp(logp.masked_fill(~right_block, -math.inf), dim=-1).mean()
         sub = -torch.logsumexp(logp.masked_fill(~right_part, -math.inf), dim=-1).mean()
         return {"relation_loss": rel[None], "subject_loss": sub[None]}
