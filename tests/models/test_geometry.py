@@ -1,13 +1,14 @@
 """Theorem 4.1's construction, the superposition probe, readouts and the selector intervention."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from factlab.databases.bijections import BijectionTask, draw_bijections
-from factlab.models.geometry import (codes, construction, intervene, linear_readout, one_hop_inputs,
+from factlab.models.geometry import (answers, codes, construction, intervene, linear_readout, one_hop_inputs,
                                      superposition_fit)
 
 
@@ -65,5 +66,45 @@ def test_the_intervention_on_the_construction_moves_exactly_the_intended_answers
         r = int(rng.integers(R))
         new = int((perms[r, s] + 1 + rng.integers(N - 1)) % N)            # any other attribute
         pairs.append((int(s), r, new))
-    moved, kept = intervene(built.stack, 0, perms, fit, U, pairs)
-    assert (moved, kept) == (1.0, 1.0)
+    done = intervene(built.stack, 0, perms, fit, U, pairs)
+    assert (done.moved, done.kept, done.joint) == (1.0, 1.0, 1.0)
+
+
+def test_the_joint_rate_counts_interventions_that_move_the_target_and_keep_every_other_answer():
+    """A planted leaky fit on the construction: relation 0's map also writes three times its
+    code change into relation 1's block. An edit of relation 0 still moves its own answer, but
+    relation 1's block then holds entries of size 5 and 7, which open the MLP's +-1 gates
+    whatever the query and disturb other answers; edits of relations 1-3 stay clean. Each rate
+    is checked against a brute force that rewrites the subject's row of W_E (no hook) and
+    compares every answer of the subject before and after."""
+    N, R = 64, 4
+    perms = draw_bijections(BijectionTask(N, R), seed=5)
+    built = construction(perms)
+    E = built.stack.params["W_E"][0, :N].numpy()
+    U = built.stack.params["W_U"][0, :, :N].T.numpy()
+    fit = superposition_fit(E, U, perms, seed=0)
+    A = fit.A.copy()
+    A[0] = A[0] + 3 * A[1]
+    leaky = replace(fit, A=A)
+    rng = np.random.default_rng(2)
+    pairs = []
+    for i in range(24):
+        s, r = int(rng.integers(N)), i % R                                 # 6 edits of each relation
+        pairs.append((s, r, int((perms[r, s] + 1 + rng.integers(N - 1)) % N)))
+    moved, stayed, joint = [], [], []
+    for s, r, new in pairs:
+        W_E = built.stack.params["W_E"].clone()
+        W_E[0, s] += torch.from_numpy(A[r] @ (U[new] - U[perms[r, s]]))
+        inputs = torch.tensor([[s, N + q] for q in range(R)])
+        before, after = answers(built.stack, inputs), answers(built.stack.with_params({"W_E": W_E}), inputs)
+        others = [bool(after[q] == before[q]) for q in range(R) if q != r]
+        moved.append(bool(after[r] == new))
+        stayed += others
+        joint.append(moved[-1] and all(others))
+    want = (np.mean(moved), np.mean(stayed), np.mean(joint))
+    got = intervene(built.stack, 0, perms, leaky, U, pairs)
+    assert got == pytest.approx(want, abs=1e-12)
+    # the planted leak separates the rates: every target moves and most other answers stay,
+    # but fewer interventions do both; the 18 clean edits (relations 1-3) all do
+    assert got.moved == 1.0 and got.joint < got.kept < 1.0
+    assert 18 / 24 <= got.joint < 1.0

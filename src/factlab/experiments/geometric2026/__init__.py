@@ -11,7 +11,8 @@ Store tables (beside the core's ``meta`` and ``units``)::
     probes    search, d: one trained model of a threshold search (accuracy, best, steps,
               status, ok = memorized) with its training config
     analyses  replicate: a trained model's superposition R² and readouts (and its
-              initialisation's), the intervention's rates, the transfer against scratch
+              initialisation's; readouts per relation, as JSON lists), the intervention's rates
+              (moved, kept, and joint: both in the same intervention), the transfer against scratch
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Geometric2026(Paper):
                                "d": "INTEGER", "trained_accuracy": "DOUBLE", "trained_steps": "INTEGER",
                                "r2_init": "DOUBLE", "r2_fit_init": "DOUBLE", "readout_init": "TEXT",
                                "r2_trained": "DOUBLE", "r2_fit_trained": "DOUBLE", "readout_trained": "TEXT",
-                               "moved": "DOUBLE", "kept": "DOUBLE", "swap_accuracy": "DOUBLE", "swap_steps": "INTEGER",
+                               "moved": "DOUBLE", "kept": "DOUBLE", "joint": "DOUBLE", "swap_accuracy": "DOUBLE", "swap_steps": "INTEGER",
                                "swap_status": "TEXT", "scratch_accuracy": "DOUBLE", "scratch_steps": "INTEGER",
                                "scratch_status": "TEXT", "factlab_version": "TEXT", "torch_version": "TEXT",
                                "host": "TEXT"}, ("replicate",)),

@@ -36,12 +36,14 @@ def figure_threshold(th: pd.DataFrame):
 
 def figure_analysis(an: pd.DataFrame):
     """Superposition R², readout accuracy (initialisation vs trained), and the intervention's
-    moved / kept rates, averaged over replicates."""
+    rates, averaged over replicates: joint (the answer moved and every other kept, in the same
+    intervention: the claim's rate), moved and kept apart."""
     fig, ax = plt.subplots(figsize=(6, 3.8))
     read = {k: np.mean([np.mean(json.loads(x)) for x in an[f"readout_{k}"]]) for k in ("init", "trained")}
     bars = {"R² init": an["r2_init"].mean(), "R² trained": an["r2_trained"].mean(), "readout init": read["init"],
-            "readout trained": read["trained"], "moved": an["moved"].mean(), "kept": an["kept"].mean()}
-    ax.bar(range(len(bars)), list(bars.values()), color=["C7", "C0", "C7", "C0", "C3", "C2"])
+            "readout trained": read["trained"], "joint": an["joint"].mean(), "moved": an["moved"].mean(),
+            "kept": an["kept"].mean()}
+    ax.bar(range(len(bars)), list(bars.values()), color=["C7", "C0", "C7", "C0", "C1", "C3", "C2"])
     ax.set_xticks(range(len(bars)), list(bars.keys()), rotation=20, fontsize=8)
     ax.set_ylim(min(0, min(bars.values()) - 0.05), 1.05)
     ax.set_title("Superposition probe, readouts and the selector intervention")
@@ -57,8 +59,9 @@ def figure_transfer(an: pd.DataFrame):
     ax.bar(x + 0.2, an["scratch_steps"], 0.4, label="from scratch")
     ax.set_xticks(x, [f"replicate {int(r)}" for r in an["replicate"]])
     ax.set_ylabel("steps (to accuracy 1, or the budget)")
+    ax.set_ylim(0, 1.3 * max(an["swap_steps"].max(), an["scratch_steps"].max(), 1))   # room for the legend
     ax.set_title("Transfer to new bijections")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper center")
     fig.tight_layout()
     return fig
 

@@ -45,7 +45,7 @@ def perms_for(config: GeometricConfig, *parts) -> np.ndarray:
 
 
 def task_data(config: GeometricConfig, probe: Probe):
-    """``(inputs (n, T-1), targets (n, T-1), answer positions, perms)``: the sequences of a
+    """``(inputs (n, C-1), targets (n, C-1), answer positions, perms)``: the sequences of a
     probe's task, each next token a target; the positions that hold answers in the inputs'
     frame (the position whose next token is an answer)."""
     s = probe.search
@@ -165,7 +165,7 @@ def analyse(config: GeometricConfig, replicate: int) -> dict:
     for _ in range(a.interventions):
         s, r = int(rng.integers(N)), int(rng.integers(R))
         pairs.append((s, r, int((perms[r, s] + 1 + rng.integers(N - 1)) % N)))
-    out["moved"], out["kept"] = intervene(trained.model, 0, perms, fit, U, pairs)
+    out["moved"], out["kept"], out["joint"] = intervene(trained.model, 0, perms, fit, U, pairs)
     # freeze-and-swap: new bijections; fresh subject embeddings; only they train
     new = perms_for(config, "analysis-swap", replicate, N, R)
     fresh = TransformerStack.init([model_config(config, N + R, 2, a.d)], seed=key(config.seed, "swap", replicate),
