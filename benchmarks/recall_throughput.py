@@ -14,10 +14,13 @@ second:
   positions), with torch.optim.AdamW. The cost of a run is a sum of a term in H and a term
   in m, so the diagonal's mean cost per sample is the grid's.
 
-Prints samples per second of each, the projected time of the 169-run grid at 16,384 steps
-at each rate, and the ratio last. On CUDA the clock is read after synchronizing.
+The engine's timing includes what a real run pays per chunk: building the chunk, and an
+evaluation on 1,024 held-out samples at its first and last step (a 16,384-step run pays
+them once); 16 steps amortize them as far as a benchmark of a minute can. Prints samples
+per second of each, the projected time of the 169-run grid at 16,384 steps at each rate,
+and the ratio last. On CUDA the clock is read after synchronizing.
 
-    python benchmarks/recall_throughput.py [--engine-steps 4] [--loop-steps 16] [--repeats 3] [--threads 2]
+    python benchmarks/recall_throughput.py [--engine-steps 16] [--loop-steps 16] [--repeats 3] [--threads 2]
                                            [--device cpu|cuda]
 """
 
@@ -67,12 +70,12 @@ def loop(stack, task, tables, steps: int, device: str = "cpu", lr: float = 1e-2)
         tasks = RecallTasks([task], [tables[i]])
         for step in range(steps):
             tokens, answers = tasks.draw(keys[i:i + 1], step, BATCH)
-            x = w["E"][torch.from_numpy(tokens[0]).to(device)]                        # (B, T, d)
-            q = torch.einsum("bd,hdk->bhk", x[:, -1], w["W_Q"])                         # (B, H, d_h)
-            k = torch.einsum("btd,hdk->bthk", x, w["W_K"])                              # (B, T, H, d_h)
+            x = w["E"][torch.from_numpy(tokens[0]).to(device)]                        # (B, C, D)
+            q = torch.einsum("bd,hdk->bhk", x[:, -1], w["W_Q"])                         # (B, H, K)
+            k = torch.einsum("btd,hdk->bthk", x, w["W_K"])                              # (B, C, H, K)
             v = torch.einsum("btd,hdk->bthk", x, w["W_V"])
-            a = torch.softmax((k * q[:, None]).sum(-1) / c.d_head ** 0.5, dim=1)        # (B, T, H)
-            heads = (a[..., None] * v).sum(1)                                           # (B, H, d_h)
+            a = torch.softmax((k * q[:, None]).sum(-1) / c.d_head ** 0.5, dim=1)        # (B, C, H)
+            heads = (a[..., None] * v).sum(1)                                           # (B, H, K)
             z = torch.einsum("bhk,hkd->bd", heads, w["W_O"])
             h = z + torch.relu(z @ w["W1"].T + w["b1"]) @ w["W2"].T
             loss = torch.nn.functional.cross_entropy(h @ w["U"].T, torch.from_numpy(answers[0]).to(device))
@@ -90,7 +93,7 @@ def engine(stack, task, tables, steps: int, device: str, lr: float = 1e-2) -> No
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engine-steps", type=int, default=4)
+    ap.add_argument("--engine-steps", type=int, default=16)
     ap.add_argument("--loop-steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
