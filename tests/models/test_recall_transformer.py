@@ -173,3 +173,28 @@ def test_linear_attention_trains_by_gradient_descent_as_a_torch_sgd_loop():
     for n in W:
         torch.testing.assert_close(res.model.model_weights(0)[n], W[n].detach(), rtol=1e-10, atol=1e-12)
     assert np.isfinite(res.results[0].loss)
+
+
+def test_a_padded_linear_attention_model_trains_as_it_trains_alone_and_its_padding_stays_zero():
+    configs = [LinearAttentionConfig(6, 4, seq_len=5), LinearAttentionConfig(9, 2, seq_len=5),
+               LinearAttentionConfig(4, 5, seq_len=5)]
+    g = torch.Generator().manual_seed(5)
+    weights = [{n: 0.3 * torch.randn(t.shape, generator=g, dtype=torch.float64)
+                for n, t in LinearAttentionStack.init([c], dtype=torch.float64).model_weights(0).items()}
+               for c in configs]
+    stack = LinearAttentionStack.from_weights(configs, weights)
+    tokens = torch.stack([torch.randint(0, c.n_tokens, (24, 5), generator=g) for c in configs])
+    tokens[:, :, -1] = torch.tensor([c.query for c in configs])[:, None]
+    targets = torch.stack([torch.randint(0, c.n_answers, (24, 1), generator=g) for c in configs])
+    valid = torch.ones(3, 24, dtype=torch.bool)
+    cfg = TrainConfig(max_epochs=30, stop_tau=None, optimizer=SGD(lr=0.3, momentum=0.5))
+    together = train(stack, FixedData(tokens, targets, valid, (4,)), cfg, RunConfig(dtype="float64"))
+    padded = together.model.params
+    for i, c in enumerate(configs):
+        alone = train(stack.select([i]), FixedData(tokens[i:i + 1, :, :], targets[i:i + 1], valid[i:i + 1], (4,)),
+                      cfg, RunConfig(dtype="float64"))
+        for n, w in alone.model.model_weights(0).items():
+            torch.testing.assert_close(together.model.model_weights(i)[n], w, rtol=0, atol=1e-12)
+            assert not torch.equal(w, weights[i][n])                       # it did train
+        assert (padded["A"][i, c.n_tokens:] == 0).all() and (padded["A"][i, :, c.n_tokens:] == 0).all()
+        assert (padded["W_V"][i, c.n_tokens:] == 0).all() and (padded["W_V"][i, :, c.n_answers:] == 0).all()
