@@ -325,6 +325,46 @@ def test_training_in_a_mixed_stack_ends_where_training_alone_ends():
         assert together.results[i].loss == pytest.approx(alone.results[0].loss, rel=1e-9)
 
 
+def test_freezing_trains_only_the_masked_embedding_rows_and_nothing_frozen_moves():
+    """The freeze-and-swap transfer's set-up (Ravfogel et al., 2026): every weight frozen but
+    some rows of W_E, weight decay on. The frozen entries keep their values bit for bit; the
+    trained rows move exactly as a torch AdamW holding only those rows moves them."""
+    cs = configs("mixed")
+    st = randomized(cs, seed=4)
+    rows = [torch.arange(c.n_tokens) % 2 == 0 for c in cs]                  # each model's even tokens train
+    mask = torch.zeros_like(st.params["W_E"], dtype=torch.bool)
+    for i, r in enumerate(rows):
+        mask[i, :len(r)][r] = st.masks["W_E"][i, :len(r)][r] != 0
+    frozen = st.freeze([n for n in st.AXES if n != "W_E"], {"W_E": mask})
+    data = next_token_data(cs)
+    opt = AdamW(lr=0.02, weight_decay=0.1)
+    res = train(frozen, data, TrainConfig(max_steps=15, stop_tau=None, eval_every=5, optimizer=opt),
+                RunConfig(dtype="float64"))
+    for n in st.AXES:
+        before, after = st.params[n], res.model.params[n]
+        keep = ~mask if n == "W_E" else torch.ones_like(before, dtype=torch.bool)
+        assert torch.equal(after[keep], before[keep]), n
+    assert not torch.equal(res.model.params["W_E"][mask], st.params["W_E"][mask])
+    i = 1                                                                    # model 1 by hand
+    ref = Reference(cs[i], st.model_weights(i))
+    base = ref.embed.weight.detach().clone()
+    trained = base[rows[i]].clone().requires_grad_(True)
+
+    class RowEmbedding(nn.Module):                                           # W_E with only those rows free
+        def forward(self, tokens):
+            return nn.functional.embedding(tokens, base.index_put((rows[i].nonzero().flatten(),), trained))
+
+    ref.embed = RowEmbedding()
+    adamw = torch.optim.AdamW([trained], lr=opt.lr, weight_decay=opt.weight_decay)
+    inputs, targets = data.inputs[i], data.targets[i]
+    for _ in range(15):
+        adamw.zero_grad()
+        logits = ref(inputs)
+        nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)).backward()
+        adamw.step()
+    torch.testing.assert_close(res.model.model_weights(i)["W_E"][rows[i]], trained.detach(), rtol=1e-9, atol=1e-10)
+
+
 @pytest.mark.parametrize("norm", ["pre", "none"])
 def test_engine_equals_a_torch_optim_adamw_loop(norm):
     c = TransformerConfig(9, 6, 5, 2, 2, 3, 4, norm=norm)
