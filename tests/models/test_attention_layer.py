@@ -134,6 +134,8 @@ def test_config_and_shape_errors():
         AttentionLayerConfig(n_tokens=5, d_model=3, d_head_qk=4)
     with pytest.raises(ConfigError, match="n_heads"):
         AttentionLayerConfig(n_tokens=5, d_model=3, n_heads=0)
+    with pytest.raises(ConfigError, match="d_model must be a positive integer, got True"):
+        AttentionLayerConfig(n_tokens=5, d_model=True)              # a bool is not a size, as in every family
     c = CONFIGS[1]
     w = {n: torch.zeros(s) for n, s in c.shapes().items()}
     w["W_U"] = torch.zeros(5, 3)  # transposed

@@ -24,12 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from factlab.errors import ConfigError
 from factlab.models import attention_kernel
-from factlab.models.stack import Stack
+from factlab.models.stack import Stack, check_sizes
 
 WEIGHT_NAMES = ("W_E", "W_U", "W_Q", "W_K", "W_V", "W_O")
 
@@ -50,10 +49,7 @@ class AttentionLayerConfig:
     d_head_vo: int = 1  # value-output head size: d_head_vo, axis Z
 
     def __post_init__(self):
-        for field in ("n_tokens", "d_model", "n_heads", "d_head_qk", "d_head_vo"):
-            value = getattr(self, field)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+        check_sizes(self, ("n_tokens", "d_model", "n_heads", "d_head_qk", "d_head_vo"))
         if self.d_head_qk > self.d_model or self.d_head_vo > self.d_model:
             raise ConfigError(
                 f"head sizes must not exceed d_model: d_head_qk={self.d_head_qk}, "

@@ -35,17 +35,10 @@ import numpy as np
 import torch
 
 from factlab.errors import ConfigError
-from factlab.models.stack import Stack
+from factlab.models.stack import Stack, check_sizes
 
 #: the scored positions of :func:`memory_dataset`: each sequence is one input
 POSITIONS = (0,)
-
-
-def _check_positive(owner: object, fields: Sequence[str]) -> None:
-    for field in fields:
-        value = getattr(owner, field)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f"{field} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ class LinearMemoryConfig:
     d: int          # d_model, axis D
 
     def __post_init__(self):
-        _check_positive(self, ("n_inputs", "n_outputs", "d"))
+        check_sizes(self, ("n_inputs", "n_outputs", "d"))
 
     @property
     def non_embedding_params(self) -> int:
@@ -79,7 +72,7 @@ class MLPMemoryConfig:
     width: int      # m: d_mlp, axis F
 
     def __post_init__(self):
-        _check_positive(self, ("n_inputs", "n_outputs", "d", "width"))
+        check_sizes(self, ("n_inputs", "n_outputs", "d", "width"))
 
     @property
     def non_embedding_params(self) -> int:

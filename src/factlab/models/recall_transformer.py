@@ -41,16 +41,10 @@ import numpy as np
 import torch
 
 from factlab.errors import ConfigError
-from factlab.models.stack import Stack
+from factlab.models.stack import Stack, check_sizes
 
 #: below this a float32 softmax denominator is recomputed in float64 (see the module docstring)
 TINY = 1e-30
-
-
-def _positive(owner: str, **values) -> None:
-    for name, value in values.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ConfigError(f"{owner}.{name} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -70,8 +64,7 @@ class RecallTransformerConfig:
     query_token: int | None = None
 
     def __post_init__(self):
-        _positive("RecallTransformerConfig", n_tokens=self.n_tokens, n_answers=self.n_answers, d=self.d,
-                  n_heads=self.n_heads, d_head=self.d_head, width=self.width)
+        check_sizes(self, ("n_tokens", "n_answers", "d", "n_heads", "d_head", "width"), "RecallTransformerConfig.")
         if self.query_token is not None and not 0 <= self.query_token < self.n_tokens:
             raise ConfigError(f"query_token {self.query_token} is outside the vocabulary of {self.n_tokens}")
 
@@ -222,7 +215,7 @@ class LinearAttentionConfig:
     average: bool = False         # divide the attention's sum by the length C (ours: no; see the module docstring)
 
     def __post_init__(self):
-        _positive("LinearAttentionConfig", n_tokens=self.n_tokens, n_answers=self.n_answers, seq_len=self.seq_len)
+        check_sizes(self, ("n_tokens", "n_answers", "seq_len"), "LinearAttentionConfig.")
 
     @property
     def query(self) -> int:

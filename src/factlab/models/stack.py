@@ -38,6 +38,15 @@ from factlab.errors import ConfigError
 S = TypeVar("S", bound="Stack")
 
 
+def check_sizes(config, names: Sequence[str], prefix: str = "") -> None:
+    """Refuse a config whose size fields ``names`` are not positive integers (a bool is not
+    one), naming the field: ``{prefix}{name} must be a positive integer, got ...``."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"{prefix}{name} must be a positive integer, got {value!r}")
+
+
 def model_seed(seed: int, index: int) -> int:
     """The seed of model ``index``'s own generator in a stack made with ``seed``."""
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from factlab.errors import ConfigError
-from factlab.models.stack import Stack
+from factlab.models.stack import Stack, check_sizes
 
 NORMS = ("pre", "none")
 #: LayerNorm's epsilon (torch's default)
@@ -70,10 +70,7 @@ class TransformerConfig:
     norm: str = "pre"
 
     def __post_init__(self):
-        for name in ("n_tokens", "seq_len", "d", "n_layers", "n_heads", "d_head", "width"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"TransformerConfig.{name} must be a positive integer, got {value!r}")
+        check_sizes(self, ("n_tokens", "seq_len", "d", "n_layers", "n_heads", "d_head", "width"), "TransformerConfig.")
         if self.norm not in NORMS:
             raise ConfigError(f"TransformerConfig.norm must be one of {list(NORMS)}, got {self.norm!r}")
 
