@@ -13,6 +13,7 @@ from factlab.errors import ConfigError
 from factlab.training.optim import Adam, OptimizerConfig
 
 DEFAULT_TAUS = (0.5, 0.75, 0.95, 0.99)
+DTYPES = ("float32", "float64")
 KERNELS = ("auto", "fused", "autograd")
 DEFAULT_EPOCHS = 2000   # Wong (2025, sec. 4): at most 2,000 epochs
 
@@ -106,8 +107,7 @@ class RunConfig:
     compact_below: float = 0.75          # drop finished models once the active fraction falls below this
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+        check_dtype(self.dtype)
         if self.chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
         if self.kernel not in KERNELS:
@@ -117,6 +117,12 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def check_dtype(dtype: str) -> None:
+    """Refuse a dtype name the engine does not train in (it trains in float32 or float64)."""
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
 
 
 @dataclass(frozen=True)

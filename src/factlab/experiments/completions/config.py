@@ -26,7 +26,7 @@ from factlab.databases.database import Database
 from factlab.databases.latent_classes import (LatentClassConfig, LatentClassDatabase, latent_class_database,
                                               split_held_out)
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, config_dict, config_hash
+from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, Hashed, config_dict
 from factlab.models.attention_layer import AttentionLayerConfig
 from factlab.tensors.cp_search import CPSearchConfig
 
@@ -41,7 +41,7 @@ QUICK_LAYERS: tuple[Layer, ...] = ((2, 1, 1, 1), (3, 1, 2, 2), (4, 2, 2, 2), (6,
 
 
 @dataclass(frozen=True)
-class CompletionsConfig:
+class CompletionsConfig(Hashed):
     """Everything the results depend on; the defaults are the ``paper`` scale (our choices:
     the second paper's text is not at hand). ``shard_size`` only says how many runs train
     together and is left out of :attr:`hash`."""
@@ -88,10 +88,6 @@ class CompletionsConfig:
 
     def to_dict(self) -> dict:
         return config_dict(self)
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
 
     def rank_config(self) -> CPSearchConfig:
         return CPSearchConfig(restarts=self.rank_restarts, max_iter=self.rank_max_iter,

@@ -197,6 +197,15 @@ def read_toml(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
 
 
+class Hashed:
+    """A paper's config: ``hash`` is its :func:`config_hash`, of everything its results
+    depend on (never a ``RUN_ONLY`` field)."""
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class RunnerSpec:
     """How a paper's units run, never in the hash (mark the field ``RUN_ONLY``): at most

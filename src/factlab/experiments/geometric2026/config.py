@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, RunnerSpec, config_hash
+from factlab.experiments.core.config import RUN_ONLY, Hashed, RunnerSpec
+from factlab.training.config import check_dtype
 
 SCALES = ("quick", "paper")
 
@@ -130,7 +131,7 @@ class MultiHopSpec:
 
 
 @dataclass(frozen=True)
-class GeometricConfig:
+class GeometricConfig(Hashed):
     """Every experiment of our reproduction; the defaults are the paper scale (ours)."""
 
     name: str = "geometric2026-paper"
@@ -144,12 +145,7 @@ class GeometricConfig:
     runner: RunnerSpec = field(default=RunnerSpec(), metadata=RUN_ONLY)
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
+        check_dtype(self.dtype)
 
 
 def scale_config(scale: str) -> GeometricConfig:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, RunnerSpec, config_hash
+from factlab.experiments.core.config import OMIT_AT_DEFAULT, RUN_ONLY, Hashed, RunnerSpec
 from factlab.experiments.mechanisms.ladders import LADDER, MECHANISMS, check_mechanisms
 
 SCALES = ("quick", "paper")
@@ -59,7 +59,7 @@ class TrainingSpec:
 
 
 @dataclass(frozen=True)
-class MechanismsConfig:
+class MechanismsConfig(Hashed):
     """Databases (files ``sources`` with their SHA-256 and the ``reader`` options they are read
     with, e.g. ``(("format", "csv"), ("conflicts", "drop"), ("table", "facts"))``, and a
     random ``population``), the mechanisms compared, the ladder of widths d, the training."""
@@ -81,10 +81,6 @@ class MechanismsConfig:
             raise ConfigError(f"ladder must be increasing positive widths, got {list(self.ladder)}")
         if self.source_sha256 and len(self.source_sha256) != len(self.sources):
             raise ConfigError("one SHA-256 per source file")
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
 
 
 def resolve(path: str) -> Path:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import RUN_ONLY, RunnerSpec, config_hash
+from factlab.experiments.core.config import RUN_ONLY, Hashed, RunnerSpec
+from factlab.training.config import check_dtype
 
 SCALES = ("quick", "paper")
 D_GRID = (8, 11, 16, 22, 32, 45, 64, 90, 128, 181, 256)
@@ -167,7 +168,7 @@ class SequentialSpec:
 
 
 @dataclass(frozen=True)
-class NichaniConfig:
+class NichaniConfig(Hashed):
     """Every experiment of the reproduction; the defaults are the paper scale."""
 
     name: str = "nichani2024-paper"
@@ -184,12 +185,7 @@ class NichaniConfig:
     runner: RunnerSpec = field(default=RunnerSpec(), metadata=RUN_ONLY)
 
     def __post_init__(self):
-        if self.dtype not in ("float32", "float64"):
-            raise ConfigError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-
-    @property
-    def hash(self) -> str:
-        return config_hash(self)
+        check_dtype(self.dtype)
 
 
 def scale_config(scale: str) -> NichaniConfig:

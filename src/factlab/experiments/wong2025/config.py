@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import (OMIT_AT_DEFAULT, RUN_ONLY, config_dict, config_from_dict, config_hash,
+from factlab.experiments.core.config import (OMIT_AT_DEFAULT, RUN_ONLY, Hashed, config_dict, config_from_dict,
                                              config_to_toml, read_toml)
 from factlab.training.engine import KERNELS
 
@@ -204,7 +204,7 @@ class RunnerSpec:
 
 
 @dataclass(frozen=True)
-class ExperimentSpec:
+class ExperimentSpec(Hashed):
     """A whole experiment. Defaults reproduce Wong (2025, sec. 4) at the paper's scale."""
 
     name: str = "wong2025"
@@ -233,11 +233,6 @@ class ExperimentSpec:
     def to_toml(self) -> str:
         """The spec as TOML text that :func:`parse_spec` reads back to an equal spec."""
         return config_to_toml(self)
-
-    @property
-    def hash(self) -> str:
-        """SHA-256 of everything results depend on (the spec without ``[runner]``)."""
-        return config_hash(self)
 
 
 def parse_spec(text: str, *, source: str = "<spec>") -> ExperimentSpec:
