@@ -1,6 +1,6 @@
 """Configs: dicts and TOML in and out, errors that name the key, and the hash rules."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 import tomllib
@@ -71,3 +71,16 @@ def test_the_hash_leaves_out_run_only_fields_and_new_fields_at_their_default():
     assert config_hash(Outer(extra=2.5)) != config_hash(base)
     assert "extra" not in config_dict(base, for_hash=True) and "threads" not in config_dict(base, for_hash=True)
     assert config_hash(Outer(inner=Inner(width=4))) != config_hash(base)
+
+
+def test_a_paper_runs_its_units_on_the_threads_its_runner_asks_for_and_hashes_without_them():
+    from factlab.experiments import registry
+    from factlab.experiments.core.config import RunnerSpec
+
+    for name in ("wong2025", "nichani2024", "geometric2026", "mechanisms"):
+        paper = registry.paper(name)
+        quick = paper.config("quick")
+        two = replace(quick, runner=RunnerSpec(threads=2))
+        assert (paper.threads(quick), paper.threads(two)) == (0, 2), name
+        assert two.hash == quick.hash == config_hash(quick)
+    assert registry.paper("completions").threads(registry.paper("completions").config("quick")) == 1

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar
 import pandas as pd
 
 from factlab.errors import ConfigError
-from factlab.experiments.core.config import config_from_dict
+from factlab.experiments.core.config import RunnerSpec, config_from_dict
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,10 @@ class Paper:
         return config_from_dict(self.config_class, data, source=source)
 
     def threads(self, config) -> int:
-        """Torch threads per unit (0: leave torch's setting); the Ray backend reserves as many CPUs."""
-        return 0
+        """Torch threads per unit (0: leave torch's setting); the Ray backend reserves as many
+        CPUs. By default the config's ``runner.threads`` (:class:`RunnerSpec`), else 0."""
+        runner = getattr(config, "runner", None)
+        return runner.threads if isinstance(runner, RunnerSpec) else 0
 
     # ------------------------------------------------------------------ results
     def tables(self, config) -> dict[str, Table]:

@@ -43,9 +43,6 @@ class Geometric2026(Paper):
     def config(self, scale: str) -> GeometricConfig:
         return scale_config(scale)
 
-    def threads(self, config: GeometricConfig) -> int:
-        return config.runner.threads
-
     def tables(self, config: GeometricConfig) -> dict[str, Table]:
         return {
             "probes": Table({"search": "TEXT", "d": "INTEGER", "experiment": "TEXT", "n_subjects": "INTEGER",

@@ -43,9 +43,6 @@ class Mechanisms(Paper):
     def config(self, scale: str) -> MechanismsConfig:
         return scale_config(scale)
 
-    def threads(self, config: MechanismsConfig) -> int:
-        return config.runner.threads
-
     def tables(self, config: MechanismsConfig) -> dict[str, Table]:
         taus = {tau_column(t): "DOUBLE" for t in config.training.taus}
         return {

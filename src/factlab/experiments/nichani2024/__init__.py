@@ -46,9 +46,6 @@ class Nichani2024(Paper):
     def config(self, scale: str) -> NichaniConfig:
         return scale_config(scale)
 
-    def threads(self, config: NichaniConfig) -> int:
-        return config.runner.threads
-
     def tables(self, config: NichaniConfig) -> dict[str, Table]:
         return {
             "probes": Table({"search": "TEXT", "size": "INTEGER", "lr": "DOUBLE", "experiment": "TEXT", "d": "INTEGER",

@@ -53,9 +53,6 @@ class Wong2025(Paper):
     def config_from_dict(self, data: dict, *, source: str = "<config>") -> ExperimentSpec:
         return spec_from_dict(data, source=source)
 
-    def threads(self, config: ExperimentSpec) -> int:
-        return config.runner.threads
-
     def tables(self, config: ExperimentSpec) -> dict[str, Table]:
         taus = {tau_column(t): "DOUBLE" for t in config.thresholds.taus}
         return {
