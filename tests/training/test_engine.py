@@ -1,6 +1,7 @@
 """The training engine against a plain per-model PyTorch loop, and its stopping rules."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -516,9 +517,7 @@ def test_a_learning_rate_per_model_trains_each_model_as_it_trains_alone_at_its_r
         cfg = TrainConfig(max_steps=25, eval_every=5, stop_tau=None, optimizer=opt)
         together = train(stack, data, cfg, run, lr=rates)
         for i in (0, 3, 5):
-            alone_cfg = TrainConfig(max_steps=25, eval_every=5, stop_tau=None, optimizer=type(opt)(
-                **{**{k: v for k, v in opt.to_dict().items() if k != "kind"}, "lr": rates[i],
-                   **({"betas": opt.betas} if hasattr(opt, "betas") else {})}))
+            alone_cfg = TrainConfig(max_steps=25, eval_every=5, stop_tau=None, optimizer=replace(opt, lr=rates[i]))
             alone = train(stack.select([i]), StreamData(SumSampler(stack.select([i])), batch_size=16, eval_size=32,
                                                         keys=keys[i:i + 1]), alone_cfg, run)
             for n, w in alone.model.model_weights(0).items():

@@ -1,5 +1,7 @@
 """The stacked optimizers against torch.optim run on each model alone."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -76,7 +78,7 @@ def test_a_learning_rate_per_model_steps_each_as_torch_optim_at_its_own_rate(nam
         for j, m in enumerate(keep.tolist()):
             on = torch.ones(9, dtype=torch.bool) if m_ is None else mask[m]
             ref = p0[m, on].clone().requires_grad_(True)
-            ref_opt = torch_optimizer(type(cfg)(**{**{k: v for k, v in vars(cfg).items()}, "lr": rates[m]}), [ref])
+            ref_opt = torch_optimizer(replace(cfg, lr=rates[m]), [ref])
             for grad in grads:
                 ref.grad = grad[m, on].clone()
                 ref_opt.step()

@@ -74,7 +74,6 @@ def _buckets(problems: list[Problem], max_batch: int) -> list[list[int]]:
     order = sorted(range(len(problems)), key=lambda i: cost(problems[i]))
     groups, cur = [], []
     for i in order:
-        p = problems[i]
         if cur:
             R = max(problems[j].rank for j in cur + [i])
             S = max(sum(problems[j].tensor.shape) for j in cur + [i])

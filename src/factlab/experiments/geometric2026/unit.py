@@ -79,7 +79,6 @@ def train_probes(config: GeometricConfig, probes: list[Probe]) -> list[dict]:
         stack = stack.freeze(["W_E"])                 # Appendix D's control: random token embeddings, frozen
     n = max(x.shape[0] for x, *_ in data)
     T = max(x.shape[1] for x, *_ in data)
-    P = max(len(a) for *_, a, _ in data)
     if len({x.shape[1] for x, *_ in data}) > 1 or len({len(a) for *_, a, _ in data}) > 1:
         raise ValueError("the probes of a unit must share their sequence length and answer positions")
     inputs = torch.zeros(len(probes), n, T, dtype=torch.long)

@@ -150,8 +150,7 @@ def sequential_claims(curves: pd.DataFrame, n_answers: int, n_relations: int) ->
                  round(log_dr, 3), round(start, 3), "initial loss within log(D·R) ± 0.05", abs(start - log_dr) <= 0.05)]
     near = ((c["loss"] - log_d).abs() <= PLATEAU_TOL) & (c["relation_loss"] <= PLATEAU_TOL)
     steps = c["step"].to_numpy()
-    runs, best, first = [], (0, None, None), None
-    span = 0.0
+    best, first = (0, None, None), None
     for i, flag in enumerate(near.to_numpy()):
         if flag and first is None:
             first = i
