@@ -50,6 +50,17 @@ def provenance() -> dict:
             "python": platform.python_version(), "host": platform.node()}
 
 
+def row_provenance(train_cfg, run_cfg, kernel: str) -> dict:
+    """The columns a trained row records of what produced it: ``train_config`` (JSON of the
+    engine's two configs, the step that ran and numba's version), factlab's and torch's
+    versions and the host."""
+    v = provenance()
+    engine = {"engine": {**train_cfg.to_dict(), **run_cfg.to_dict()}, "kernel_used": kernel,
+              "numba_version": v["numba_version"]}
+    return {"train_config": json.dumps(engine, sort_keys=True), "factlab_version": v["factlab_version"],
+            "torch_version": v["torch_version"], "host": v["host"]}
+
+
 def run(paper: Paper, config, path: str | Path, *, resume: bool = True, backend: str = "local",
         address: str | None = None, progress: bool = True, log: Callable[[str], None] = print,
         on_commit: Callable[[int, int], None] | None = None) -> RunSummary:

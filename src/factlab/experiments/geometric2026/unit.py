@@ -9,9 +9,9 @@ import platform
 import numpy as np
 import torch
 
-from factlab._numba import version as numba_version
 from factlab.databases.bijections import BijectionTask, draw_bijections, hop_sequences, one_hop_sequences
 from factlab.experiments.core.config import stable_key as key
+from factlab.experiments.core.runner import row_provenance
 from factlab.experiments.geometric2026.config import GeometricConfig
 from factlab.experiments.geometric2026.plan import Probe
 from factlab.keyed_random import model_keys
@@ -20,14 +20,6 @@ from factlab.models.transformer import TransformerConfig, TransformerStack
 from factlab.training.data import FixedData
 from factlab.training.engine import RunConfig, TrainConfig, train
 from factlab.training.optim import AdamW
-
-
-def _provenance(tc: TrainConfig, run: RunConfig, kernel: str) -> dict:
-    from factlab import __version__
-
-    return {"train_config": json.dumps({"engine": {**tc.to_dict(), **run.to_dict()}, "kernel_used": kernel,
-                                        "numba_version": numba_version()}, sort_keys=True),
-            "factlab_version": __version__, "torch_version": torch.__version__, "host": platform.node()}
 
 
 def model_config(config: GeometricConfig, n_tokens: int, seq_len: int, d: int) -> TransformerConfig:
@@ -98,7 +90,7 @@ def train_probes(config: GeometricConfig, probes: list[Probe]) -> list[dict]:
                      optimizer=AdamW(lr=t.lr, weight_decay=t.weight_decay))
     run = RunConfig(dtype=config.dtype, chunk_size=config.runner.unit_models)
     res = train(stack, train_data, tc, run)
-    prov = _provenance(tc, run, res.kernel)
+    prov = row_provenance(tc, run, res.kernel)
     return [{"search": p.search.id, "d": p.d, "experiment": p.search.experiment, "n_subjects": p.search.n_subjects,
              "n_relations": p.search.n_relations, "embed": p.search.embed, "hops": p.search.hops, "cot": p.search.cot,
              "params": c.params, "accuracy": r.accuracy, "best_accuracy": r.best_accuracy, "loss": r.loss,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import platform
 
 import numpy as np
 import torch
 
-from factlab._numba import version as numba_version
 from factlab.databases.database import Database
 from factlab.experiments.core.config import stable_key as key
+from factlab.experiments.core.runner import row_provenance
 from factlab.experiments.mechanisms.config import MechanismsConfig
 from factlab.experiments.mechanisms.ladders import describe, model_config, trained_params
 from factlab.experiments.mechanisms.plan import Probe
@@ -70,10 +69,7 @@ def train_probes(config: MechanismsConfig, probes: list[Probe], dbs: list[Databa
                      optimizer=optimizer)
     run = RunConfig(chunk_size=config.runner.unit_models)
     res = train(stack, data, tc, run)
-    from factlab import __version__
-    prov = {"train_config": json.dumps({"engine": {**tc.to_dict(), **run.to_dict()}, "kernel_used": res.kernel,
-                                        "numba_version": numba_version()}, sort_keys=True),
-            "factlab_version": __version__, "torch_version": torch.__version__, "host": platform.node()}
+    prov = row_provenance(tc, run, res.kernel)
     rows = []
     for i, p in enumerate(probes):
         mine_r = res.results[i * t.restarts:(i + 1) * t.restarts]

@@ -5,42 +5,23 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-from factlab._numba import version as numba_version
 from factlab.databases.recall_task import RecallTaskConfig, RecallTasks, answer_table
+from factlab.experiments.core.runner import row_provenance
 from factlab.experiments.nichani2024.config import NichaniConfig
 from factlab.experiments.nichani2024.plan import Probe, key, model_seed
 from factlab.keyed_random import model_keys
-from factlab.models.memories import (
-    POSITIONS,
-    LinearMemoryConfig,
-    LinearMemoryStack,
-    MLPMemoryConfig,
-    MLPMemoryStack,
-    memory_dataset,
-)
-from factlab.models.recall_transformer import (
-    LinearAttentionConfig,
-    LinearAttentionStack,
-    RecallTransformerConfig,
-    RecallTransformerStack,
-)
+from factlab.models.memories import (LinearMemoryConfig, LinearMemoryStack, MLPMemoryConfig, MLPMemoryStack,
+                                     POSITIONS, memory_dataset)
+from factlab.models.recall_transformer import (LinearAttentionConfig, LinearAttentionStack, RecallTransformerConfig,
+                                               RecallTransformerStack)
 from factlab.training.data import FixedData, LastTokenSampler, StreamData
 from factlab.training.engine import RunConfig, TrainConfig, train
 from factlab.training.optim import SGD, AdamW
-
-
-def _provenance(train_cfg: TrainConfig, run: RunConfig, kernel: str) -> dict:
-    from factlab import __version__
-
-    return {"train_config": json.dumps({"engine": {**train_cfg.to_dict(), **run.to_dict()}, "kernel_used": kernel,
-                                        "numba_version": numba_version()}, sort_keys=True),
-            "factlab_version": __version__, "torch_version": torch.__version__, "host": platform.node()}
 
 
 def _run_config(config: NichaniConfig) -> RunConfig:
@@ -76,7 +57,7 @@ def train_memories(config: NichaniConfig, probes: list[Probe]) -> list[dict]:
     tc = _train_config(spec.steps, lrs[0], config.training.target, spec.eval_every)
     run = _run_config(config)
     res = train(stack, data, tc, run, lr=lrs)            # every learning rate in the one stack
-    return [_probe_row(p, c, r, c.non_embedding_params, p.size, _provenance(_with_lr(tc, p.lr), run, res.kernel),
+    return [_probe_row(p, c, r, c.non_embedding_params, p.size, row_provenance(_with_lr(tc, p.lr), run, res.kernel),
                        config.training.target) for p, c, r in zip(probes, configs, res.results)]
 
 
@@ -128,7 +109,7 @@ def train_transformers(config: NichaniConfig, tasks: list[RecallTaskConfig], mod
     tc = _train_config(tr.steps, lrs[0], tr.target, tr.eval_every)
     run = _run_config(config)
     res = train(stack, data, tc, run, lr=lrs)
-    return res.results, [_provenance(_with_lr(tc, lr), run, res.kernel) for lr in lrs]
+    return res.results, [row_provenance(_with_lr(tc, lr), run, res.kernel) for lr in lrs]
 
 
 def train_capacity_probes(config: NichaniConfig, probes: list[Probe]) -> list[dict]:
@@ -189,7 +170,7 @@ def train_sequential(config: NichaniConfig) -> list[dict]:
     run = _run_config(config)
     res = train(stack, data, tc, run, monitor=monitor)
     curve = res.results[0].curve
-    prov = _provenance(tc, run, res.kernel)
+    prov = row_provenance(tc, run, res.kernel)
     return [{"step": s, "loss": lo, "relation_loss": rl, "subject_loss": sl, "accuracy": a, **prov}
             for s, lo, rl, sl, a in zip(curve["round"], curve["loss"], curve["relation_loss"], curve["subject_loss"],
                                         curve["accuracy"])]
