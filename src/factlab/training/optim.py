@@ -151,6 +151,7 @@ class StackedOptimizer:
         self.mask = mask.bool().contiguous() if mask is not None else None
         self._tables: dict = {}      # dtype -> (2, n) CPU table of step-dependent numbers, t = 0, 1, ...
         self._k: dict = {}           # dtype -> the hyper-parameters as the compiled rule takes them
+        self._k_on: dict = {}        # (dtype, device) -> the same as a tensor there, for the torch rule
 
     # ------------------------------------------------------------------ stepping
     @torch.no_grad()
@@ -189,7 +190,9 @@ class StackedOptimizer:
         """The rule in torch, for every entry (the caller keeps the ones that step).
         Same formulas as :func:`factlab._updates.span`."""
         cfg = self.config
-        k = torch.from_numpy(self._constants(p.dtype)).to(p.device)        # (M, 8)
+        k = self._k_on.get((p.dtype, p.device))                           # (M, 8), copied there once
+        if k is None:
+            k = self._k_on[(p.dtype, p.device)] = torch.from_numpy(self._constants(p.dtype)).to(p.device)
         col = [k[:, i:i + 1] for i in range(8)]                           # each (M, 1)
         if self.rule == _updates.ADAM:
             b1, nb1, b2, nb2, lr, eps, decay, l2 = col
@@ -282,4 +285,5 @@ class StackedOptimizer:
         rows = index.cpu().numpy()
         out._k64 = self._k64[rows]
         out._tables, out._k = self._tables, {dt: np.ascontiguousarray(k[rows]) for dt, k in self._k.items()}
+        out._k_on = {}
         return out
