@@ -137,8 +137,7 @@ class RecallTransformerStack(Stack):
 
     def forward(self, w: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
         """The residual stream ``h (M, B, D)`` at the last position, from masked weights ``w``."""
-        query = torch.tensor([c.query for c in self.configs], device=inputs.device)
-        if not bool((inputs[:, :, -1] == query[:, None]).all()):
+        if not bool((inputs[:, :, -1] == self.query_tokens().to(inputs.device)[:, None]).all()):
             raise ConfigError("every sequence must end with its model's query token (the recall task's EOS)")
         z = self.attention(w, token_counts(inputs, w["E"].shape[1]))           # (M, B, D)
         hidden = torch.relu(torch.baddbmm(w["b1"][:, None, :], z, w["W1"].transpose(1, 2)))  # (M, B, F)
@@ -161,8 +160,7 @@ class RecallTransformerStack(Stack):
         E = w["E"]                                                               # (M, V, D)
         M, V, D = E.shape
         H, _, K = w["W_Q"].shape[1:]
-        query = torch.tensor([c.query for c in self.configs], device=E.device)
-        e_q = E[torch.arange(M, device=E.device), query]                         # (M, D)
+        e_q = E[torch.arange(M, device=E.device), self.query_tokens().to(E.device)]  # (M, D)
         q = torch.einsum("md,mhdk->mhk", e_q, w["W_Q"])                          # (M, H, K)
         keys = torch.bmm(E, w["W_K"].permute(0, 2, 1, 3).reshape(M, D, H * K)).view(M, V, H, K)
         scale = self.sizes("K").to(E.dtype).rsqrt()[:, None, None]               # (M, 1, 1): own 1/sqrt(d_h)
@@ -170,10 +168,13 @@ class RecallTransformerStack(Stack):
         values = torch.bmm(E, w["W_V"].permute(0, 2, 1, 3).reshape(M, D, H * K)).view(M, V, H, K)
         return scores, values
 
+    def query_tokens(self) -> torch.Tensor:
+        """``(M,)``: the token each model's sequences end with."""
+        return torch.tensor([c.query for c in self.configs], device=self.device)
+
     def token_mask(self) -> torch.Tensor:
         """``(M, V)`` bool: each model's own tokens."""
-        V = self.params["E"].shape[1]
-        return torch.arange(V, device=self.device)[None, :] < self.sizes("V")[:, None]
+        return self.own("V", self.params["E"].shape[1])
 
 
 def token_counts(inputs: torch.Tensor, n_tokens: int) -> torch.Tensor:

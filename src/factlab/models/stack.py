@@ -254,10 +254,16 @@ class Stack:
         sum of terms says so."""
         return cls.SECONDS_PER_UNIT * np.prod(sizes, axis=1)
 
+    def own(self, axis: str, size: int | None = None) -> torch.Tensor:
+        """``(M, size)`` bool: the entries of ``axis`` each model has (index < its own size);
+        ``size`` defaults to the stack's largest."""
+        if size is None:
+            size = max(c.axis_sizes()[axis] for c in self.configs)
+        return torch.arange(size, device=self.device)[None, :] < self.sizes(axis)[:, None]
+
     def output_mask(self) -> torch.Tensor:
         """``(M, O)`` bool: the outputs each model has (its own vocabulary or answer set)."""
-        n_out = max(c.axis_sizes()[self.OUTPUT_AXIS] for c in self.configs)
-        return torch.arange(n_out, device=self.device)[None, :] < self.sizes(self.OUTPUT_AXIS)[:, None]
+        return self.own(self.OUTPUT_AXIS)
 
     def trained_names(self) -> list[str]:
         """The weights that train, in :attr:`AXES` order."""

@@ -189,7 +189,7 @@ class TransformerStack(Stack):
         M, B, C = tokens.shape
         L = w["W_Q"].shape[1]
         at = self._hooks(hooks, L)
-        own_d = self._own("D", w["W_E"].shape[2], w["W_E"].dtype)                # (M, D)
+        own_d = self.own("D", w["W_E"].shape[2]).to(w["W_E"].dtype)              # (M, D)
         norm = _Norm(own_d, self.sizes("D").to(own_d.dtype), [c.norm == "pre" for c in self.configs])
         D_mask = own_d[:, None, None, :]
         x = w["W_E"][torch.arange(M, device=self.device)[:, None, None], tokens] + w["W_pos"][:, None, :C]
@@ -236,10 +236,6 @@ class TransformerStack(Stack):
             bad = int(torch.nonzero(((tokens < 0) | (tokens >= vocab)).flatten(1).any(1))[0])
             raise ConfigError(f"model {bad}: token ids outside its vocabulary of {self.configs[bad].n_tokens}")
         return tokens
-
-    def _own(self, axis: str, size: int, dtype: torch.dtype) -> torch.Tensor:
-        """``(M, size)`` 0/1: the entries of ``axis`` each model has."""
-        return (torch.arange(size, device=self.device)[None, :] < self.sizes(axis)[:, None]).to(dtype)
 
     @staticmethod
     def _hooks(hooks: Hooks | None, n_layers: int):
