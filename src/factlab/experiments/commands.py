@@ -196,8 +196,9 @@ def add_subcommands(subparsers) -> None:
         description="Run a paper's reproduction under a grid of the choices the paper leaves open (wong2025: "
                     "optimizer, learning rate, initialisation scale, early stopping; completions: prefixes of the "
                     "artifacts, random or latent-class databases, density, artifact threshold) and write the table "
-                    "claim x setting -> holds: DIR/robustness.json, robustness.csv, figures/, report.html, and each "
-                    "setting's own store under DIR/settings/. The same --out resumes; see docs/robustness.md.")
+                    "claim x setting -> holds, with our values: DIR/robustness.json, robustness.csv, "
+                    "robustness-values.csv, robustness.md, figures/, report.html, and each setting's own store under "
+                    "DIR/settings/. The same --out resumes; see docs/robustness.md.")
     from factlab.experiments.robustness.grids import GRIDS
 
     p.add_argument("paper", choices=list(GRIDS), help="the paper")
